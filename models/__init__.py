@@ -1,0 +1,1 @@
+"""Neural network modules (backbones, Graphonomy, PARE, HMR/DSR, soft rasterizer)."""

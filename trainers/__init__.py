@@ -1,0 +1,1 @@
+"""Training and evaluation loops that read packed HDF5 files."""

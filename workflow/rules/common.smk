@@ -1,0 +1,50 @@
+# Config validation, global wildcard constraints and the helpers rules use (rules hold no logic).
+from pathlib import Path
+
+from pipeline.config import validate_config
+
+validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_]+",
+    split=r"[A-Za-z0-9_]+",
+    shard=r"\d+",
+
+
+BODY = config["body"]
+USE_DEMO_BODY = BODY["model_dir"] is None
+
+
+def body_model_file():
+    """The body model every stage reads: the demo body, or the user's SMPL file converted to .npz."""
+    if USE_DEMO_BODY:
+        return "results/body/demo_body.npz"
+    return f"results/body/smpl_{BODY['gender']}.npz"
+
+
+def smpl_conversion_inputs(wildcards):
+    """The user's licensed files; a missing one stops the DAG with the paths tried and where to get SMPL."""
+    from pipeline.body.model import find_smpl_file
+
+    inputs = {"smpl": str(find_smpl_file(BODY["model_dir"], wildcards.gender))}
+    if BODY["h36m_regressor"] is None:
+        raise ValueError(
+            "body.h36m_regressor is required with real SMPL files: point it at J_regressor_h36m.npy "
+            "(17 x 6890, from the SPIN data release, http://visiondata.cis.upenn.edu/spin/data.tar.gz)"
+        )
+    inputs["h36m_regressor"] = BODY["h36m_regressor"]
+    if BODY["part_segmentation"] is not None:
+        inputs["part_segmentation"] = BODY["part_segmentation"]
+    return inputs
+
+
+def smpl_conversion_options(wildcards, input):
+    options = f"--h36m-regressor {input.h36m_regressor}"
+    if "part_segmentation" in input.keys():
+        options += f" --part-segmentation {input.part_segmentation}"
+    return options
+
+
+def all_targets():
+    return [body_model_file(), "results/figures/body_model.png"]
