@@ -57,7 +57,11 @@ def validate_config(config: dict, schema: dict | str | Path = SCHEMA_PATH) -> di
         raise ConfigError(f"the config must be a mapping of keys to values, got {type(config).__name__}")
     _fill_defaults(config, schema)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    # one problem per key: a type error says more than the enum or range checks of the same value
+    by_key: dict[tuple, jsonschema.ValidationError] = {}
+    for e in sorted(validator.iter_errors(config), key=lambda e: e.validator != "type"):
+        by_key.setdefault((tuple(str(p) for p in e.absolute_path), e.validator == "additionalProperties"), e)
+    errors = [by_key[k] for k in sorted(by_key)]
     if errors:
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
         raise ConfigError(
