@@ -50,3 +50,30 @@ def children_of(parents: np.ndarray) -> list[list[int]]:
         if p >= 0:
             children[int(p)].append(j)
     return children
+
+
+# SPIN's 9 joints regressed from vertices (rows of J_regressor_extra.npy), appended after smplx's
+# 45 joints (24 SMPL + 21 EXTRA_JOINT_NAMES), so that a joint source index runs over 54 joints.
+SPIN_EXTRA_JOINT_NAMES = (
+    "lsp_right_hip", "lsp_left_hip", "lsp_neck", "lsp_head_top", "mpii_pelvis", "mpii_thorax",
+    "h36m_spine", "h36m_jaw", "h36m_head",
+)
+
+# The 49 joints of SPIN/EFT/PARE annotations: 25 OpenPose BODY_25 joints (the `openpose` array), then
+# 24 ground-truth joints (the `part` and `S` arrays). Each with its source index among the 54 joints.
+JOINTS49 = (
+    ("OP Nose", 24), ("OP Neck", 12), ("OP RShoulder", 17), ("OP RElbow", 19), ("OP RWrist", 21),
+    ("OP LShoulder", 16), ("OP LElbow", 18), ("OP LWrist", 20), ("OP MidHip", 0), ("OP RHip", 2),
+    ("OP RKnee", 5), ("OP RAnkle", 8), ("OP LHip", 1), ("OP LKnee", 4), ("OP LAnkle", 7),
+    ("OP REye", 25), ("OP LEye", 26), ("OP REar", 27), ("OP LEar", 28), ("OP LBigToe", 29),
+    ("OP LSmallToe", 30), ("OP LHeel", 31), ("OP RBigToe", 32), ("OP RSmallToe", 33), ("OP RHeel", 34),
+    ("Right Ankle", 8), ("Right Knee", 5), ("Right Hip", 45), ("Left Hip", 46), ("Left Knee", 4),
+    ("Left Ankle", 7), ("Right Wrist", 21), ("Right Elbow", 19), ("Right Shoulder", 17),
+    ("Left Shoulder", 16), ("Left Elbow", 18), ("Left Wrist", 20), ("Neck (LSP)", 47),
+    ("Top of Head (LSP)", 48), ("Pelvis (MPII)", 49), ("Thorax (MPII)", 50), ("Spine (H36M)", 51),
+    ("Jaw (H36M)", 52), ("Head (H36M)", 53), ("Nose", 24), ("Left Eye", 26), ("Right Eye", 25),
+    ("Left Ear", 28), ("Right Ear", 27),
+)
+JOINTS49_NAMES = tuple(name for name, _ in JOINTS49)
+JOINTS49_SOURCE = np.array([src for _, src in JOINTS49], dtype=np.int64)
+NUM_OPENPOSE_JOINTS = 25

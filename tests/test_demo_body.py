@@ -8,8 +8,8 @@ from scipy import ndimage
 
 from meshtools import winding_number
 from pipeline.body.demo import build_demo_body
-from pipeline.body.model import STANDARD_KEYS, BodyModel, load_body_model
-from pipeline.skeleton import EXTRA_JOINT_NAMES, NUM_SMPL_JOINTS, SMPL_JOINT_NAMES
+from pipeline.body.model import STANDARD_KEYS, BodyModel, joints49, load_body_model
+from pipeline.skeleton import EXTRA_JOINT_NAMES, JOINTS49_NAMES, NUM_SMPL_JOINTS, SMPL_JOINT_NAMES
 
 JOINT = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 
@@ -35,7 +35,8 @@ def test_mesh_is_closed_single_humanlike_surface(demo_body):
 def test_joints_lie_inside_the_mesh(demo_body):
     rest = demo_body.J_regressor @ demo_body.v_template
     h36m = demo_body.J_regressor_h36m @ demo_body.v_template
-    w = winding_number(demo_body.v_template, demo_body.f, np.vstack([rest, h36m]))
+    spin_extra = demo_body.J_regressor_extra @ demo_body.v_template
+    w = winding_number(demo_body.v_template, demo_body.f, np.vstack([rest, h36m, spin_extra]))
     inside = w > 0.5
     assert inside.all(), f"outside: {np.flatnonzero(~inside)} winding {w[~inside]}"
 
@@ -113,6 +114,12 @@ def test_batched_forward_with_metadata_vertex_ids(demo_body, demo_model):
     ids = [demo_body.extra_vertex_ids[n] for n in EXTRA_JOINT_NAMES]
     torch.testing.assert_close(out.extra_joints, out.vertices[:, ids])
     torch.testing.assert_close(out.h36m_joints, torch.einsum("jv,bvc->bjc", demo_model.J_regressor_h36m, out.vertices))
+    j49 = joints49(out)
+    assert j49.shape == (b, 49, 3)
+    names = {n: i for i, n in enumerate(JOINTS49_NAMES)}
+    torch.testing.assert_close(j49[:, names["OP LWrist"]], out.joints[:, JOINT["left_wrist"]])
+    torch.testing.assert_close(j49[:, names["Left Eye"]], out.vertices[:, demo_body.extra_vertex_ids["leye"]])
+    torch.testing.assert_close(j49[:, names["Top of Head (LSP)"]], out.spin_extra_joints[:, 3])
 
 
 def test_landmarks_are_where_their_names_say(demo_body):
@@ -135,7 +142,7 @@ def test_same_seed_same_body_other_seed_other_body(demo_body):
 def test_saved_file_round_trips(tmp_path, demo_body):
     demo_body.save(tmp_path / "demo.npz")
     loaded = load_body_model(tmp_path / "demo.npz")
-    for key in (*STANDARD_KEYS, "part_labels", "J_regressor_h36m"):
+    for key in (*STANDARD_KEYS, "part_labels", "J_regressor_h36m", "J_regressor_extra"):
         np.testing.assert_array_equal(getattr(loaded, key), getattr(demo_body, key))
     assert loaded.extra_vertex_ids == demo_body.extra_vertex_ids and loaded.name == "demo_body"
 

@@ -102,16 +102,19 @@ def test_convert_cli_writes_clean_npz_equal_to_source(tmp_path):
     src = tmp_path / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
     src.write_bytes(smpl_style_pickle(arrays, "scipy.sparse._csc"))
     h36m = np.random.default_rng(1).random((17, 6890))
+    extra = np.random.default_rng(2).random((9, 6890))
     np.save(tmp_path / "J_regressor_h36m.npy", h36m)
+    np.save(tmp_path / "J_regressor_extra.npy", extra)
     dst = tmp_path / "smpl_neutral.npz"
     proc = subprocess.run([sys.executable, "-m", "pipeline.body", "convert", str(src), str(dst),
-                           "--h36m-regressor", str(tmp_path / "J_regressor_h36m.npy")], capture_output=True, text=True)
+                           "--h36m-regressor", str(tmp_path / "J_regressor_h36m.npy"),
+                           "--extra-regressor", str(tmp_path / "J_regressor_extra.npy")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     with np.load(dst, allow_pickle=False) as z:
         for key in STANDARD_KEYS:
             expected = arrays[key].toarray() if scipy.sparse.issparse(arrays[key]) else arrays[key]
             assert np.array_equal(z[key], expected), key
-        assert np.array_equal(z["J_regressor_h36m"], h36m)
+        assert np.array_equal(z["J_regressor_h36m"], h36m) and np.array_equal(z["J_regressor_extra"], extra)
     model = load_body_model(dst)
     assert model.extra_vertex_ids["nose"] == 332  # SMPL's nose vertex
     assert np.array_equal(model.part_labels, arrays["weights"].argmax(1))

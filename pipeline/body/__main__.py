@@ -1,6 +1,6 @@
 """Command line of the body-model layer.
 
-    python -m pipeline.body convert SRC DST [--h36m-regressor F] [--part-segmentation F]
+    python -m pipeline.body convert SRC DST [--h36m-regressor F] [--extra-regressor F] [--part-segmentation F]
     python -m pipeline.body demo DST [--seed N] [--grid-spacing METRES]
     python -m pipeline.body figure MODEL PNG
 """
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst")
     p.add_argument("--h36m-regressor", help="J_regressor_h36m.npy (17 x V) to store with the model")
     p.add_argument("--part-segmentation", help="official smpl_vert_segmentation.json (part -> vertex ids)")
+    p.add_argument("--extra-regressor", help="SPIN's J_regressor_extra.npy (9 x V) to store with the model")
 
     p = sub.add_parser("demo", help="build the procedural demo body")
     p.add_argument("dst")
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "convert":
-            data = convert_model_file(args.src, args.dst, args.h36m_regressor, args.part_segmentation)
+            data = convert_model_file(args.src, args.dst, args.h36m_regressor, args.part_segmentation,
+                                      args.extra_regressor)
             log.info("converted %s -> %s (%d vertices, %d faces)", args.src, args.dst, data.num_vertices, len(data.f))
         elif args.command == "demo":
             from pipeline.body.demo import build_demo_body

@@ -9,7 +9,7 @@ Construction, in order:
 4. Part label per vertex: the owner of the nearest primitive surface. Skinning weights: a softmax
    over the primitive distances of that part and its kinematic neighbours, so they blend smoothly
    across joints and never leak between unrelated parts (left and right thighs, say).
-5. Joint regressors (SMPL-24 and H36M-17): per joint, Gaussian weights on nearby vertices of the
+5. Joint regressors (SMPL-24, H36M-17 and SPIN's 9 extra joints): per joint, Gaussian weights on nearby vertices of the
    adjacent parts, corrected (least change) so that regressing the template gives the designed joint
    exactly.
 6. Ten shape directions (stature, girth, leg and arm length, shoulder and hip width, belly, head
@@ -30,7 +30,15 @@ from scipy.optimize import nnls
 from skimage.measure import marching_cubes
 
 from pipeline.body.model import BodyModelData
-from pipeline.skeleton import EXTRA_JOINT_NAMES, NUM_BODY_POSE_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, children_of
+from pipeline.skeleton import (
+    EXTRA_JOINT_NAMES,
+    H36M_JOINT_NAMES,
+    NUM_BODY_POSE_JOINTS,
+    SMPL_JOINT_NAMES,
+    SMPL_PARENTS,
+    SPIN_EXTRA_JOINT_NAMES,
+    children_of,
+)
 
 JID = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}  # joint name -> index
 NUM_BETAS = 10
@@ -198,7 +206,7 @@ def _regressor_row(verts: np.ndarray, candidates: np.ndarray, target: np.ndarray
     return row
 
 
-def _joint_regressors(verts, parts, weights, joints, ends) -> tuple[np.ndarray, np.ndarray, int]:
+def _joint_regressors(verts, parts, weights, joints, ends, stature) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     n_joints = len(SMPL_JOINT_NAMES)
     children = children_of(SMPL_PARENTS)
     reg = np.zeros((n_joints, len(verts)))
@@ -218,9 +226,20 @@ def _joint_regressors(verts, parts, weights, joints, ends) -> tuple[np.ndarray, 
         "left_shoulder": reg[JID["left_shoulder"]], "left_elbow": reg[JID["left_elbow"]], "left_wrist": reg[JID["left_wrist"]],
         "right_shoulder": reg[JID["right_shoulder"]], "right_elbow": reg[JID["right_elbow"]], "right_wrist": reg[JID["right_wrist"]],
     }
-    from pipeline.skeleton import H36M_JOINT_NAMES
-
-    return reg, np.stack([h36m_rows[n] for n in H36M_JOINT_NAMES]), nose
+    up = np.array([0.0, 1.0, 0.0])
+    spin_targets = {  # where the LSP/MPII/H36M annotators put these joints, relative to SMPL's
+        "lsp_right_hip": joints[JID["right_hip"]] + np.array([-0.015, -0.04, 0.0]),
+        "lsp_left_hip": joints[JID["left_hip"]] + np.array([0.015, -0.04, 0.0]),
+        "lsp_neck": joints[JID["neck"]] + 0.01 * up,
+        "lsp_head_top": top,
+        "mpii_pelvis": joints[JID["pelvis"]] - 0.04 * up,
+        "mpii_thorax": joints[JID["neck"]] - 0.04 * up,
+        "h36m_spine": joints[JID["spine2"]],
+        "h36m_jaw": np.array([0.0, 0.60, 0.06]) * stature,
+        "h36m_head": np.array([0.0, 0.685, 0.015]) * stature,
+    }
+    spin_rows = [_regressor_row(verts, np.ones(len(verts), bool), spin_targets[n], sigma=0.04) for n in SPIN_EXTRA_JOINT_NAMES]
+    return reg, np.stack([h36m_rows[n] for n in H36M_JOINT_NAMES]), np.stack(spin_rows), nose
 
 
 def _closest_on_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -299,7 +318,7 @@ def build_demo_body(seed: int = 0, grid_spacing: float = 0.02, blend: float = 0.
     verts = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     parts, weights = _skinning(verts, prims, skin_tau)
-    j_reg, h36m_reg, nose = _joint_regressors(verts, parts, weights, joints, ends)
+    j_reg, h36m_reg, extra_reg, nose = _joint_regressors(verts, parts, weights, joints, ends, stature)
     kintree = np.stack([SMPL_PARENTS, np.arange(len(SMPL_PARENTS))]).astype(np.int64)
     kintree[0, 0] = 4294967295  # SMPL files store the root's parent as uint32 -1
     return BodyModelData(
@@ -313,6 +332,7 @@ def build_demo_body(seed: int = 0, grid_spacing: float = 0.02, blend: float = 0.
         part_labels=parts,
         extra_vertex_ids=_extra_vertex_ids(verts, parts, nose, stature),
         J_regressor_h36m=h36m_reg,
+        J_regressor_extra=extra_reg,
         name="demo_body",
         provenance={"generator": "pipeline.body.demo", "seed": str(seed), "grid_spacing": repr(grid_spacing),
                     "blend": repr(blend), "skin_tau": repr(skin_tau)},

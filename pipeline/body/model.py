@@ -22,6 +22,8 @@ from pipeline.body.smpl_pickle import load_smpl_pickle
 from pipeline.io import save_npz
 from pipeline.skeleton import (
     EXTRA_JOINT_NAMES,
+    JOINTS49_SOURCE,
+    SPIN_EXTRA_JOINT_NAMES,
     NUM_BODY_POSE_JOINTS,
     NUM_SMPL_JOINTS,
     SMPL_JOINT_NAMES,
@@ -117,6 +119,7 @@ class BodyModelData:
     part_labels: np.ndarray  # (V,) SMPL part id 0..23 per vertex
     extra_vertex_ids: dict[str, int]  # smplx's extra-joint names -> vertex id
     J_regressor_h36m: np.ndarray | None = None  # (17, V)
+    J_regressor_extra: np.ndarray | None = None  # (9, V) SPIN's extra joints, SPIN_EXTRA_JOINT_NAMES order
     name: str = "smpl"
     provenance: dict[str, str] = field(default_factory=dict)
 
@@ -130,8 +133,9 @@ class BodyModelData:
         arrays["extra_joint_names"] = np.array(list(self.extra_vertex_ids))
         arrays["extra_vertex_ids"] = np.array(list(self.extra_vertex_ids.values()), dtype=np.int64)
         arrays["joint_names"] = np.array(SMPL_JOINT_NAMES)
-        if self.J_regressor_h36m is not None:
-            arrays["J_regressor_h36m"] = self.J_regressor_h36m
+        for key in ("J_regressor_h36m", "J_regressor_extra"):
+            if getattr(self, key) is not None:
+                arrays[key] = getattr(self, key)
         arrays["name"] = np.array(self.name)
         arrays["provenance"] = np.array(json.dumps(self.provenance, sort_keys=True))
         arrays["format_version"] = np.array(FORMAT_VERSION)
@@ -162,23 +166,34 @@ def _parts_from_segmentation(path: Path, num_vertices: int) -> np.ndarray:
     return labels
 
 
+def _optional_regressor(raw: dict[str, Any], key: str, path: str | Path | None, rows: int, n: int) -> np.ndarray | None:
+    """A joint regressor from its own .npy file (when given) or from the model file (when it has one)."""
+    if path is None:
+        return np.asarray(raw[key]) if key in raw else None
+    reg = np.load(path, allow_pickle=False)
+    if reg.shape != (rows, n):
+        raise BodyModelError(f"{path}: expected a ({rows}, {n}) joint regressor for {key}, got {reg.shape}")
+    return reg
+
+
 def data_from_arrays(raw: dict[str, Any], source: str, h36m_regressor: str | Path | None = None,
-                     part_segmentation: str | Path | None = None) -> BodyModelData:
+                     part_segmentation: str | Path | None = None,
+                     extra_regressor: str | Path | None = None) -> BodyModelData:
     """Assemble BodyModelData from raw model arrays; metadata the file lacks comes from the extra files,
     or, for SMPL's own topology, from SMPL's published vertex ids."""
     arrays = standard_arrays(raw, source)
     n = arrays["v_template"].shape[0]
     if "extra_vertex_ids" in raw:
         names = [str(s) for s in raw["extra_joint_names"]]
-        extra = {k: int(v) for k, v in zip(names, raw["extra_vertex_ids"])}
+        vertex_ids = {k: int(v) for k, v in zip(names, raw["extra_vertex_ids"])}
     elif n == SMPL_NUM_VERTICES:
-        extra = _smpl_topology_vertex_ids()
+        vertex_ids = _smpl_topology_vertex_ids()
     else:
         raise BodyModelError(
             f"{source}: a {n}-vertex model without extra_vertex_ids; the extra-joint vertex ids "
             "(nose, eyes, ears, toes, heels, fingertips) must be in the file for non-SMPL topologies"
         )
-    missing = [k for k in EXTRA_JOINT_NAMES if k not in extra]
+    missing = [k for k in EXTRA_JOINT_NAMES if k not in vertex_ids]
     if missing:
         raise BodyModelError(f"{source}: extra_vertex_ids lacks {missing}")
 
@@ -189,31 +204,30 @@ def data_from_arrays(raw: dict[str, Any], source: str, h36m_regressor: str | Pat
     else:
         parts = arrays["weights"].argmax(axis=1)  # dominant skinning joint
 
-    if h36m_regressor is not None:
-        h36m = np.load(h36m_regressor, allow_pickle=False)
-        if h36m.shape != (17, n):
-            raise BodyModelError(f"{h36m_regressor}: expected a (17, {n}) H36M joint regressor, got {h36m.shape}")
-    else:
-        h36m = np.asarray(raw["J_regressor_h36m"]) if "J_regressor_h36m" in raw else None
+    h36m = _optional_regressor(raw, "J_regressor_h36m", h36m_regressor, 17, n)
+    extra = _optional_regressor(raw, "J_regressor_extra", extra_regressor, len(SPIN_EXTRA_JOINT_NAMES), n)
 
     provenance = json.loads(str(raw["provenance"])) if "provenance" in raw else {"source": source}
     name = str(raw["name"]) if "name" in raw else "smpl"
-    return BodyModelData(**arrays, part_labels=parts, extra_vertex_ids=extra, J_regressor_h36m=h36m,
-                         name=name, provenance=provenance)
+    return BodyModelData(**arrays, part_labels=parts, extra_vertex_ids=vertex_ids, J_regressor_h36m=h36m,
+                         J_regressor_extra=extra, name=name, provenance=provenance)
 
 
 def load_body_model(path: str | Path, h36m_regressor: str | Path | None = None,
-                    part_segmentation: str | Path | None = None) -> BodyModelData:
+                    part_segmentation: str | Path | None = None,
+                    extra_regressor: str | Path | None = None) -> BodyModelData:
     """Load any SMPL-format model file (.pkl or .npz, licensed SMPL or the demo body)."""
-    return data_from_arrays(read_model_arrays(path), str(path), h36m_regressor, part_segmentation)
+    return data_from_arrays(read_model_arrays(path), str(path), h36m_regressor, part_segmentation, extra_regressor)
 
 
 def convert_model_file(src: str | Path, dst: str | Path, h36m_regressor: str | Path | None = None,
-                       part_segmentation: str | Path | None = None) -> BodyModelData:
+                       part_segmentation: str | Path | None = None,
+                       extra_regressor: str | Path | None = None) -> BodyModelData:
     """Write `src` as a clean `.npz`: the standard SMPL keys (J_regressor dense) with values equal to
     the source, plus the pipeline's metadata. Loading the result needs neither pickle nor chumpy."""
-    data = load_body_model(src, h36m_regressor, part_segmentation)
-    data.provenance = {"source": str(Path(src).name), **({"h36m_regressor": str(h36m_regressor)} if h36m_regressor else {})}
+    data = load_body_model(src, h36m_regressor, part_segmentation, extra_regressor)
+    extras = {"h36m_regressor": h36m_regressor, "extra_regressor": extra_regressor, "part_segmentation": part_segmentation}
+    data.provenance = {"source": Path(src).name, **{k: Path(v).name for k, v in extras.items() if v}}
     data.save(dst)
     return data
 
@@ -224,6 +238,7 @@ class BodyOutput:
     joints: torch.Tensor  # (B, 24, 3) SMPL joints
     extra_joints: torch.Tensor  # (B, 21, 3) surface points, EXTRA_JOINT_NAMES order
     h36m_joints: torch.Tensor | None  # (B, 17, 3), None when the model has no H36M regressor
+    spin_extra_joints: torch.Tensor | None  # (B, 9, 3) SPIN_EXTRA_JOINT_NAMES, None without that regressor
     full_pose: torch.Tensor  # (B, 72) axis-angle, root first
 
 
@@ -249,8 +264,9 @@ class BodyModel(nn.Module):
             vertex_ids=data.extra_vertex_ids, num_betas=num_betas, dtype=dtype,
             create_betas=False, create_global_orient=False, create_body_pose=False, create_transl=False,
         )
-        h36m = data.J_regressor_h36m
-        self.register_buffer("J_regressor_h36m", None if h36m is None else torch.as_tensor(h36m, dtype=dtype))
+        for key in ("J_regressor_h36m", "J_regressor_extra"):
+            reg = getattr(data, key)
+            self.register_buffer(key, None if reg is None else torch.as_tensor(reg, dtype=dtype))
         self.register_buffer("part_labels", torch.as_tensor(data.part_labels, dtype=torch.long))
 
     @classmethod
@@ -268,20 +284,35 @@ class BodyModel(nn.Module):
         given = [t for t in (betas, body_pose, global_orient, transl) if t is not None]
         batch = max((t.shape[0] for t in given), default=1)
         ref = self.smpl.shapedirs
-        zeros = lambda n: torch.zeros(batch, n, dtype=ref.dtype, device=ref.device)  # noqa: E731
+
+        def zeros(n):
+            return torch.zeros(batch, n, dtype=ref.dtype, device=ref.device)
+
         betas = zeros(self.num_betas) if betas is None else betas
         body_pose = zeros(3 * NUM_BODY_POSE_JOINTS) if body_pose is None else body_pose
         global_orient = zeros(3) if global_orient is None else global_orient
         transl = zeros(3) if transl is None else transl
         out = self.smpl(betas=betas, body_pose=body_pose, global_orient=global_orient, transl=transl,
                         return_full_pose=True)
-        h36m = None
-        if self.J_regressor_h36m is not None:
-            h36m = torch.einsum("jv,bvc->bjc", self.J_regressor_h36m, out.vertices)
+        def regress(reg):
+            return None if reg is None else torch.einsum("jv,bvc->bjc", reg, out.vertices)
+
         return BodyOutput(
             vertices=out.vertices,
             joints=out.joints[:, :NUM_SMPL_JOINTS],
             extra_joints=out.joints[:, NUM_SMPL_JOINTS:],
-            h36m_joints=h36m,
+            h36m_joints=regress(self.J_regressor_h36m),
+            spin_extra_joints=regress(self.J_regressor_extra),
             full_pose=out.full_pose,
         )
+
+
+def joints49(out: BodyOutput) -> torch.Tensor:
+    """(B, 49, 3) joints in the SPIN/EFT/PARE annotation convention (skeleton.JOINTS49)."""
+    if out.spin_extra_joints is None:
+        raise BodyModelError(
+            "the 49-joint set needs SPIN's extra joint regressor: set body.extra_regressor to "
+            "J_regressor_extra.npy (9 x 6890, from the SPIN data release)"
+        )
+    all54 = torch.cat([out.joints, out.extra_joints, out.spin_extra_joints], dim=1)
+    return all54[:, torch.as_tensor(JOINTS49_SOURCE, device=all54.device)]

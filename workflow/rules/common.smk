@@ -28,19 +28,21 @@ def smpl_conversion_inputs(wildcards):
     from pipeline.body.model import find_smpl_file
 
     inputs = {"smpl": str(find_smpl_file(BODY["model_dir"], wildcards.gender))}
-    if BODY["h36m_regressor"] is None:
-        raise ValueError(
-            "body.h36m_regressor is required with real SMPL files: point it at J_regressor_h36m.npy "
-            "(17 x 6890, from the SPIN data release, http://visiondata.cis.upenn.edu/spin/data.tar.gz)"
-        )
-    inputs["h36m_regressor"] = BODY["h36m_regressor"]
+    for key, name, shape in (("h36m_regressor", "J_regressor_h36m.npy", "17 x 6890"),
+                             ("extra_regressor", "J_regressor_extra.npy", "9 x 6890")):
+        if BODY[key] is None:
+            raise ValueError(
+                f"body.{key} is required with real SMPL files: point it at {name} ({shape}, from the SPIN "
+                "data release, http://visiondata.cis.upenn.edu/spin/data.tar.gz)"
+            )
+        inputs[key] = BODY[key]
     if BODY["part_segmentation"] is not None:
         inputs["part_segmentation"] = BODY["part_segmentation"]
     return inputs
 
 
 def smpl_conversion_options(wildcards, input):
-    options = f"--h36m-regressor {input.h36m_regressor}"
+    options = f"--h36m-regressor {input.h36m_regressor} --extra-regressor {input.extra_regressor}"
     if "part_segmentation" in input.keys():
         options += f" --part-segmentation {input.part_segmentation}"
     return options
