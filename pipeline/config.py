@@ -29,11 +29,16 @@ def _fill_defaults(instance: Any, schema: dict) -> None:
     """Insert schema defaults for absent keys, recursively (objects only)."""
     if not isinstance(instance, dict):
         return
-    for key, sub in schema.get("properties", {}).items():
+    properties = schema.get("properties", {})
+    for key, sub in properties.items():
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
         if key in instance:
             _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):  # a map of user-named entries (e.g. world.splits.<name>)
+        for key in set(instance) - set(properties):
+            _fill_defaults(instance[key], extra)
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

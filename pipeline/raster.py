@@ -29,10 +29,15 @@ class Raster:
 
     def interpolate(self, values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """Per-pixel interpolation of per-vertex values (V, C) -> (H, W, C); zeros on background."""
-        fid = self.face_id.clamp(min=0)
-        corner_values = values[faces[fid]]  # (H, W, 3, C)
-        out = (self.bary.unsqueeze(-1) * corner_values).sum(dim=-2)
-        return out * self.mask.unsqueeze(-1)
+        out = values.new_zeros(self.face_id.shape + values.shape[1:])
+        out[self.mask] = self.interpolate_covered(values, faces)
+        return out
+
+    def interpolate_covered(self, values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """Interpolated values (M, C) at the covered pixels only, in row-major order of `mask`."""
+        covered = self.mask
+        corner_values = values[faces[self.face_id[covered]]]  # (M, 3, C)
+        return torch.einsum("mk,mkc->mc", self.bary[covered].to(values.dtype), corner_values)
 
 
 def project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

@@ -23,42 +23,50 @@ class HeadlessGLError(RuntimeError):
     """No headless OpenGL platform works on this machine."""
 
 
-def _try_platform(platform: str, width: int, height: int):
-    os.environ["PYOPENGL_PLATFORM"] = platform
-    for name in [m for m in sys.modules if m == "OpenGL" or m.startswith(("OpenGL.", "pyrender"))]:
-        del sys.modules[name]  # PyOpenGL binds its platform at import
-    pyrender = importlib.import_module("pyrender")
-    return pyrender, pyrender.OffscreenRenderer(width, height)
-
-
 _WORKING_PLATFORM: str | None = None
 
 
-def offscreen_renderer(width: int, height: int):
-    """(pyrender module, OffscreenRenderer) on the first headless platform that works.
+def _purge_opengl_modules() -> None:
+    """Forget PyOpenGL and pyrender, which bind their platform at import, so another can be tried."""
+    for name in [m for m in sys.modules if m == "OpenGL" or m.startswith(("OpenGL.", "pyrender"))]:
+        del sys.modules[name]
 
-    PYOPENGL_PLATFORM, when set by the user, is the only platform tried.
-    """
-    global _WORKING_PLATFORM
+
+def _select_platform() -> str:
     requested = os.environ.get("PYOPENGL_PLATFORM")
-    candidates = [_WORKING_PLATFORM] if _WORKING_PLATFORM else ([requested] if requested else ["egl", "osmesa"])
+    if "OpenGL" in sys.modules:  # someone imported OpenGL already: its platform is fixed for this process
+        candidates, can_switch = [requested or "default"], False
+    else:
+        candidates, can_switch = ([requested] if requested else ["egl", "osmesa"]), True
     failures = []
     for platform in candidates:
+        if can_switch:
+            os.environ["PYOPENGL_PLATFORM"] = platform
         try:
-            if platform == _WORKING_PLATFORM:
-                import pyrender
-
-                return pyrender, pyrender.OffscreenRenderer(width, height)
-            result = _try_platform(platform, width, height)
-            _WORKING_PLATFORM = platform
-            return result
+            pyrender = importlib.import_module("pyrender")
+            pyrender.OffscreenRenderer(8, 8).delete()
+            return platform
         except Exception as e:  # noqa: BLE001 - each platform fails in its own way (ImportError, GLError, ...)
             failures.append(f"{platform}: {type(e).__name__}: {e}")
-    hints = "; ".join(f"for {p}: apt-get install {_PLATFORM_PACKAGES.get(p, '?')}" for p in candidates)
+            if can_switch:
+                _purge_opengl_modules()
+    hints = "; ".join(f"for {p}: apt-get install {_PLATFORM_PACKAGES[p]}" for p in candidates if p in _PLATFORM_PACKAGES)
     raise HeadlessGLError(
         "no headless OpenGL platform works here (" + " | ".join(failures) + "). Install the system "
-        f"packages ({hints}), or on GPU nodes make sure the NVIDIA driver's EGL library is visible."
+        f"packages ({hints or 'libegl1 libgl1-mesa-dri libegl-mesa0'}), or on GPU nodes make sure the NVIDIA "
+        "driver's EGL library is visible. Call pipeline.render.offscreen_renderer before importing pyrender."
     )
+
+
+def offscreen_renderer(width: int, height: int):
+    """(pyrender module, OffscreenRenderer) on the first headless platform that works (EGL, then
+    OSMesa); PYOPENGL_PLATFORM, when set, is the only one tried. Call it before importing pyrender."""
+    global _WORKING_PLATFORM
+    if _WORKING_PLATFORM is None:
+        _WORKING_PLATFORM = _select_platform()
+    import pyrender
+
+    return pyrender, pyrender.OffscreenRenderer(width, height)
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:

@@ -1,11 +1,13 @@
 """The Snakemake workflow itself: lint, dry run and a real run of the default targets."""
 
-import shutil
+import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import REPO
@@ -20,10 +22,19 @@ def snakemake(*args, cwd, check=True):
     return proc
 
 
+SMALL_WORLD = {
+    "shard_size": 4,
+    "splits": {"train": {"count": 6, "no_smpl_fraction": 0.2}, "test": {"count": 3}, "occluded": {"count": 3, "occluders": [1, 2]}},
+    "scans": {"count": 3, "shard_size": 2, "views": 4, "resolution": 128},
+}
+
+
 @pytest.fixture
 def workdir(tmp_path):
-    """A throwaway working directory with the default config, so runs never touch the checkout."""
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    """A throwaway working directory with the default config shrunk to a tiny world."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["world"].update(SMALL_WORLD)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
 
@@ -34,11 +45,13 @@ def test_lint_is_clean(workdir):
 
 def test_dry_run_plans_all(workdir):
     proc = snakemake("-n", "--cores", "8", "all", cwd=workdir)
-    assert "demo_body" in proc.stdout and "body_figure" in proc.stdout
+    for rule, count in (("demo_body", 1), ("body_figure", 1), ("world_image_shard", 4), ("world_split", 3),
+                        ("world_scan_shard", 2), ("world_scan_index", 1), ("world_figure", 1)):
+        assert re.search(rf"^{rule}\s+{count}$", proc.stdout, re.M), (rule, proc.stdout[-1500:])
 
 
 @pytest.mark.slow
-def test_default_run_builds_body_model_and_figure(workdir):
+def test_run_builds_body_model_world_and_figures(workdir):
     snakemake("--cores", "2", "all", cwd=workdir)
     from pipeline.body.model import BodyModel
 
@@ -49,6 +62,16 @@ def test_default_run_builds_body_model_and_figure(workdir):
     assert (figure < 250).any(axis=-1).mean() > 0.05  # the body covers part of every panel
     assert (workdir / "logs/demo_body/demo_body.log").read_text().count("demo body (seed 0)") == 1
     assert (workdir / "benchmarks/demo_body/demo_body.tsv").exists()
+    from pipeline.datasets import load_annotations
+
+    for split, count in (("train", 6), ("test", 3), ("occluded", 3)):
+        ann = load_annotations(workdir / f"results/world/demo/{split}.npz")
+        assert len(ann) == count and all(ann.image_path(i).is_file() for i in range(count))
+        with np.load(workdir / f"results/world/demo/{split}_gt.npz") as gt:
+            assert gt["crop_parts"].shape == (count, 224, 224)
+    index = json.loads((workdir / "results/world/scans/index.json").read_text())["scans"]
+    assert len(index) == 3 and all((workdir / "results/world/scans" / s["mesh"]).is_file() for s in index)
+    assert np.asarray(Image.open(workdir / "results/figures/world_samples.png")).shape[0] == 9 * 224
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout + ""
 

@@ -8,7 +8,7 @@ validate_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
-    split=r"[A-Za-z0-9_]+",
+    split=r"[A-Za-z0-9]+",
     shard=r"\d+",
 
 
@@ -48,5 +48,66 @@ def smpl_conversion_options(wildcards, input):
     return options
 
 
+WORLD = config["world"]
+WORLD_ROOT = f"results/world/{WORLD['dataset']}"
+SCANS_ROOT = "results/world/scans"
+
+
+def _shard_count(count, shard_size):
+    return -(-count // shard_size)
+
+
+def world_split_shards(wildcards):
+    split = WORLD["splits"][wildcards.split]
+    n = _shard_count(split["count"], WORLD["shard_size"])
+    return [f"{WORLD_ROOT}/shards/{wildcards.split}-{k:04d}" for k in range(n)]
+
+
+def world_image_options(wildcards):
+    split = WORLD["splits"][wildcards.split]
+    low, high = split["occluders"]
+    return (
+        f"--count {split['count']} --shard-size {WORLD['shard_size']} --seed {config['seed']} "
+        f"--second-person-prob {split['second_person_prob']} --occluders {low} {high} "
+        f"--no-smpl-fraction {split['no_smpl_fraction']} --crop-res {config['labels']['resolution']}"
+    )
+
+
+def world_split_files():
+    return {
+        split: (f"{WORLD_ROOT}/{split}.npz", f"{WORLD_ROOT}/{split}_gt.npz") for split in WORLD["splits"]
+    }
+
+
+def world_figure_inputs(wildcards):
+    return [path for pair in world_split_files().values() for path in pair]
+
+
+def world_figure_pairs(wildcards):
+    return " ".join(f"{a}:{b}" for a, b in world_split_files().values())
+
+
+def scan_shards(wildcards=None):
+    scans = WORLD["scans"]
+    return [f"{SCANS_ROOT}/shard-{k:04d}" for k in range(_shard_count(scans["count"], scans["shard_size"]))]
+
+
+def scan_options(wildcards):
+    scans = WORLD["scans"]
+    return (
+        f"--count {scans['count']} --shard-size {scans['shard_size']} --seed {config['seed']} "
+        f"--views {scans['views']} --elevation-deg {scans['elevation_deg']} "
+        f"--distance {scans['distance']} --resolution {scans['resolution']}"
+    )
+
+
+def world_targets():
+    return [
+        *world_figure_inputs(None),
+        f"{SCANS_ROOT}/index.json",
+        "results/figures/world_samples.png",
+    ]
+
+
 def all_targets():
-    return [body_model_file(), "results/figures/body_model.png"]
+    return [body_model_file(), "results/figures/body_model.png", *world_targets()]
