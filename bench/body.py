@@ -19,7 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.body.model import BodyModel, load_body_model  # noqa: E402
+from pipeline.body.demo import load_or_build  # noqa: E402
+from pipeline.body.model import BodyModel  # noqa: E402
 
 
 def timed(fn, repeats: int, device: str) -> float:
@@ -45,12 +46,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    if args.model:
-        data = load_body_model(args.model)
-    else:
-        from pipeline.body.demo import build_demo_body
-
-        data = build_demo_body()
+    data = load_or_build(args.model)
     model = BodyModel(data).to(args.device)
     gen = torch.Generator().manual_seed(0)
     betas = torch.randn(args.batch, model.num_betas, generator=gen).to(args.device)

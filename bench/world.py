@@ -23,10 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.body.model import BodyModel, load_body_model  # noqa: E402
+from pipeline.body.demo import load_or_build  # noqa: E402
+from pipeline.body.model import BodyModel  # noqa: E402
 from pipeline.crop import crop_intrinsics  # noqa: E402
 from pipeline.world.images import sample_rng  # noqa: E402
-from pipeline.world.scene import SceneContext, SceneMeshes, WorldSettings, _label_maps, generate_sample  # noqa: E402
+from pipeline.world.scene import SceneContext, SceneMeshes, WorldSettings, generate_sample, render_label_maps  # noqa: E402
 
 
 def pyrender_label_maps(renderers: dict, scene: SceneMeshes, ctx: SceneContext, K: np.ndarray, height: int, width: int):
@@ -64,12 +65,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--model", help="body model file; default: build the demo body in memory")
     args = parser.parse_args()
-    if args.model:
-        data = load_body_model(args.model)
-    else:
-        from pipeline.body.demo import build_demo_body
-
-        data = build_demo_body()
+    data = load_or_build(args.model)
     ctx = SceneContext.create(BodyModel(data))
     settings = WorldSettings(second_person_prob=0.3, occluders=(0, 1))
 
@@ -86,7 +82,7 @@ def main() -> None:
         scenes.append((scene, [(s.K, h, w), (crop_intrinsics(s.K, s.center, s.scale, res), res, res)]))
 
     start = time.perf_counter()
-    ours = [[_label_maps(scene, ctx, K, h, w)[0] for K, h, w in views] for scene, views in scenes]
+    ours = [[render_label_maps(scene, ctx, K, h, w)[0] for K, h, w in views] for scene, views in scenes]
     ours_s = time.perf_counter() - start
     renderers: dict = {}
     pyrender_label_maps(renderers, *scenes[0][:1], ctx, *scenes[0][1][0])  # warm-up: GL context and shaders

@@ -73,7 +73,16 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert len(index) == 3 and all((workdir / "results/world/scans" / s["mesh"]).is_file() for s in index)
     assert np.asarray(Image.open(workdir / "results/figures/world_samples.png")).shape[0] == 9 * 224
     # nothing left to do on a second run
-    assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout + ""
+    assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
+    # growing the train split reruns its last shard, its merge and the figure; nothing else
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["world"]["splits"]["train"]["count"] = 7
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.split("Job stats:")[1].split("total")[0], re.M))
+    assert jobs == {"world_image_shard": "1", "world_split": "1", "world_figure": "1", "all": "1"}, plan[-2000:]
+    assert "output: results/world/demo/shards/train-0001" in plan
+    assert "output: results/world/demo/shards/train-0000" not in plan
 
 
 def test_real_smpl_config_without_files_fails_with_guidance(workdir):

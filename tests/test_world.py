@@ -43,7 +43,7 @@ def split(tmp_path_factory, body_file):
     root = tmp_path_factory.mktemp("world") / "demo"
     shards = [root / "shards" / f"test-{k:04d}" for k in range(2)]
     for k, shard in enumerate(shards):
-        write_image_shard(body_file, shard, "test", k, 3, 6, seed=0, settings=SETTINGS, progress=False)
+        write_image_shard(body_file, shard, "test", range(3 * k, 3 * k + 3), seed=0, settings=SETTINGS, progress=False)
     merge_split(shards, root, root / "test.npz", root / "test_gt.npz")
     with np.load(root / "test_gt.npz", allow_pickle=False) as z:
         gt = {k: z[k] for k in z.files}
@@ -126,7 +126,7 @@ def test_ground_truth_labels_are_in_range_and_plausible(split):
 def test_same_seed_same_files_other_seed_other_files(tmp_path, body_file, split):
     ann, _ = split
     again = tmp_path / "again"
-    write_image_shard(body_file, again, "test", 0, 3, 6, seed=0, settings=SETTINGS, progress=False)
+    write_image_shard(body_file, again, "test", range(0, 3), seed=0, settings=SETTINGS, progress=False)
     original = ann.image_root / "shards" / "test-0000"
     for name in ("images/000000.jpg", "images/000002.jpg", "gt/000001_cihp.png"):
         assert (again / name).read_bytes() == (original / name).read_bytes(), name
@@ -134,7 +134,7 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path, body_file, split)
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key])
     other = tmp_path / "other"
-    write_image_shard(body_file, other, "test", 0, 3, 6, seed=1, settings=SETTINGS, progress=False)
+    write_image_shard(body_file, other, "test", range(0, 3), seed=1, settings=SETTINGS, progress=False)
     assert (other / "images/000000.jpg").read_bytes() != (original / "images/000000.jpg").read_bytes()
 
 
@@ -177,7 +177,7 @@ def test_bad_rows_and_files_are_named(tmp_path):
 def scans(tmp_path_factory, body_file):
     root = tmp_path_factory.mktemp("scans")
     shard = root / "shard-0000"
-    write_scan_shard(body_file, shard, 0, 2, 2, seed=0, rig=RigSettings(views=4, resolution=256), progress=False)
+    write_scan_shard(body_file, shard, range(0, 2), seed=0, rig=RigSettings(views=4, resolution=256), progress=False)
     write_scan_index([shard], root, root / "index.json")
     return root, json.loads((root / "index.json").read_text())["scans"]
 
@@ -211,7 +211,7 @@ def test_scan_layout_fit_and_rig(scans, demo_model, demo_body):
 def test_shard_size_does_not_change_the_data(tmp_path, body_file, split):
     ann, _ = split
     whole = tmp_path / "whole"
-    write_image_shard(body_file, whole, "test", 0, 6, 6, seed=0, settings=SETTINGS, progress=False)
+    write_image_shard(body_file, whole, "test", range(0, 6), seed=0, settings=SETTINGS, progress=False)
     second_shard = ann.image_root / "shards" / "test-0001"  # indices 3..5 with shard size 3
     for index in (3, 5):
         assert (whole / f"images/{index:06d}.jpg").read_bytes() == (second_shard / f"images/{index:06d}.jpg").read_bytes()

@@ -337,3 +337,12 @@ def build_demo_body(seed: int = 0, grid_spacing: float = 0.02, blend: float = 0.
         provenance={"generator": "pipeline.body.demo", "seed": str(seed), "grid_spacing": repr(grid_spacing),
                     "blend": repr(blend), "skin_tau": repr(skin_tau)},
     )
+
+
+def load_or_build(path: str | None) -> BodyModelData:
+    """The model in `path`, or, without a path, the default demo body built in memory (benchmarks, tools)."""
+    if path:
+        from pipeline.body.model import load_body_model
+
+        return load_body_model(path)
+    return build_demo_body()

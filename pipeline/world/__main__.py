@@ -1,8 +1,8 @@
 """Command line of the demo world.
 
-    python -m pipeline.world images BODY OUT_DIR --split S --shard K --shard-size N --count C --seed SEED [split settings]
+    python -m pipeline.world images BODY OUT_DIR --split S --indices START STOP --seed SEED [split settings]
     python -m pipeline.world merge OUT_NPZ OUT_GT SHARD_DIR...        (image names relative to OUT_NPZ's folder)
-    python -m pipeline.world scans BODY OUT_DIR --shard K --shard-size N --count C --seed SEED [rig settings]
+    python -m pipeline.world scans BODY OUT_DIR --indices START STOP --seed SEED [rig settings]
     python -m pipeline.world scan-index OUT_JSON SHARD_DIR...         (paths relative to OUT_JSON's folder)
     python -m pipeline.world figure OUT_PNG SPLIT_NPZ:GT_NPZ...
 """
@@ -26,9 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     def shard_args(p):
         p.add_argument("body")
         p.add_argument("out_dir")
-        p.add_argument("--shard", type=int, required=True)
-        p.add_argument("--shard-size", type=int, required=True)
-        p.add_argument("--count", type=int, required=True)
+        p.add_argument("--indices", type=int, nargs=2, required=True, metavar=("START", "STOP"),
+                       help="sample indices START..STOP-1 (a sample's content depends on seed and index only)")
         p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("images", help="generate one shard of an image split")
@@ -68,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = WorldSettings(second_person_prob=args.second_person_prob, occluders=tuple(args.occluders),
                                  no_smpl_fraction=args.no_smpl_fraction, crop_res=args.crop_res)
-        write_image_shard(args.body, args.out_dir, args.split, args.shard, args.shard_size, args.count, args.seed, settings)
-        log.info("%s shard %d -> %s", args.split, args.shard, args.out_dir)
+        write_image_shard(args.body, args.out_dir, args.split, range(*args.indices), args.seed, settings)
+        log.info("%s samples %d-%d -> %s", args.split, args.indices[0], args.indices[1] - 1, args.out_dir)
     elif args.command == "merge":
         from pipeline.world.images import merge_split
 
@@ -79,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.world.scans import RigSettings, write_scan_shard
 
         rig = RigSettings(views=args.views, elevation_deg=args.elevation_deg, distance=args.distance, resolution=args.resolution)
-        write_scan_shard(args.body, args.out_dir, args.shard, args.shard_size, args.count, args.seed, rig)
-        log.info("scans shard %d -> %s", args.shard, args.out_dir)
+        write_scan_shard(args.body, args.out_dir, range(*args.indices), args.seed, rig)
+        log.info("scans %d-%d -> %s", args.indices[0], args.indices[1] - 1, args.out_dir)
     elif args.command == "scan-index":
         from pipeline.world.scans import write_scan_index
 

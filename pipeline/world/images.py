@@ -32,17 +32,9 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
 
 
-def shard_range(shard: int, shard_size: int, count: int) -> range:
-    return range(shard * shard_size, min((shard + 1) * shard_size, count))
-
-
-def num_shards(count: int, shard_size: int) -> int:
-    return -(-count // shard_size)
-
-
-def write_image_shard(body_file: str | Path, out_dir: str | Path, split: str, shard: int, shard_size: int,
-                      count: int, seed: int, settings: WorldSettings, progress: bool = True) -> None:
-    """Generate one shard of a split into `out_dir` (written under a temporary name, then renamed)."""
+def write_image_shard(body_file: str | Path, out_dir: str | Path, split: str, indices: range, seed: int,
+                      settings: WorldSettings, progress: bool = True) -> None:
+    """Generate the samples `indices` of a split into `out_dir` (written under a temporary name, then renamed)."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -52,8 +44,7 @@ def write_image_shard(body_file: str | Path, out_dir: str | Path, split: str, sh
     rows: dict[str, list] = {}
     crops: dict[str, list] = {k: [] for k in GT_MAPS}
     meta: list[dict] = []
-    indices = shard_range(shard, shard_size, count)
-    for index in tqdm(indices, desc=f"{split} shard {shard}", disable=not progress, mininterval=5):
+    for index in tqdm(indices, desc=f"{split} {indices.start}-{indices.stop - 1}", disable=not progress, mininterval=5):
         sample = generate_sample(ctx, settings, sample_rng(seed, split, index))
         name = f"{index:06d}"
         Image.fromarray(sample.image).save(tmp / "images" / f"{name}.jpg", quality=JPEG_QUALITY)
@@ -66,7 +57,7 @@ def write_image_shard(body_file: str | Path, out_dir: str | Path, split: str, sh
         meta.append({"index": index, "height": sample.image.shape[0], "width": sample.image.shape[1], **sample.meta})
     save_npz(tmp / "annotations.npz", {k: np.stack(v) for k, v in rows.items()})
     save_npz(tmp / "gt_crop.npz", {k: np.stack(v) for k, v in crops.items()})
-    (tmp / "meta.json").write_text(json.dumps({"split": split, "shard": shard, "seed": seed,
+    (tmp / "meta.json").write_text(json.dumps({"split": split, "indices": [indices.start, indices.stop], "seed": seed,
                                                "settings": asdict(settings), "samples": meta}, indent=1))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

@@ -136,8 +136,8 @@ def make_scan(model: BodyModel, prior: PosePrior, rng: np.random.Generator) -> d
             "center": 0.5 * (surface.min(0) + surface.max(0)), "extent": float(np.ptp(surface, axis=0).max())}
 
 
-def write_scan_shard(body_file: str | Path, out_dir: str | Path, shard: int, shard_size: int, count: int,
-                     seed: int, rig: RigSettings, progress: bool = True) -> None:
+def write_scan_shard(body_file: str | Path, out_dir: str | Path, indices: range, seed: int, rig: RigSettings,
+                     progress: bool = True) -> None:
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -146,8 +146,7 @@ def write_scan_shard(body_file: str | Path, out_dir: str | Path, shard: int, sha
     model = BodyModel.from_file(body_file)
     prior = PosePrior.load()
     index_rows = []
-    indices = range(shard * shard_size, min((shard + 1) * shard_size, count))
-    for index in tqdm(indices, desc=f"scans shard {shard}", disable=not progress, mininterval=5):
+    for index in tqdm(indices, desc=f"scans {indices.start}-{indices.stop - 1}", disable=not progress, mininterval=5):
         rng = np.random.default_rng([seed, zlib.crc32(b"scans"), index])
         scan = make_scan(model, prior, rng)
         name = scan_name(index)

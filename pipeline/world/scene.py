@@ -220,8 +220,8 @@ class SceneMeshes:
         self.num_person_faces = len(faces)
 
 
-def _label_maps(scene: SceneMeshes, ctx: SceneContext, K: np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
-    """Modal instance and CIHP maps of everything, amodal part map of the main person alone."""
+def render_label_maps(scene: SceneMeshes, ctx: SceneContext, K: np.ndarray, height: int, width: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Modal instance and CIHP maps of everything, amodal part map of the main person alone, and the depth."""
     Kt = torch.as_tensor(K)
     r = rasterize(scene.vertices, scene.faces, Kt, height, width)
     fid = r.face_id.numpy()
@@ -305,16 +305,16 @@ def generate_sample(ctx: SceneContext, settings: WorldSettings, rng: np.random.G
         spot = box_lo + (box_hi - box_lo) * rng.uniform([0.3, 0.2], [0.7, 0.85])
         candidate = _occluder(rng, K, spot, size_px, main_depth * rng.uniform(0.55, 0.85))
         trial = SceneMeshes(ctx, [person], occluders + [candidate])
-        maps, _ = _label_maps(trial, ctx, K, height, width)
+        maps, _ = render_label_maps(trial, ctx, K, height, width)
         body = maps["parts"] > 0
         covered = (maps["instance"][body] == INSTANCE["occluder"]).mean()
         if settings.occluded_fraction[0] <= covered <= settings.occluded_fraction[1]:
             occluders.append(candidate)
 
     scene = SceneMeshes(ctx, [person, *others], occluders)
-    full, depth = _label_maps(scene, ctx, K, height, width)
+    full, depth = render_label_maps(scene, ctx, K, height, width)
     K_crop = crop_intrinsics(K, center, scale, settings.crop_res)
-    crop, _ = _label_maps(scene, ctx, K_crop, settings.crop_res, settings.crop_res)
+    crop, _ = render_label_maps(scene, ctx, K_crop, settings.crop_res, settings.crop_res)
 
     ss = settings.supersample
     colour, covered = _shade(scene, K, height, width, rng, ss)
@@ -371,7 +371,8 @@ def annotation_row(sample: Sample) -> dict[str, np.ndarray]:
         "center": sample.center, "scale": np.float64(sample.scale),
         "pose": pose, "shape": p.betas if sample.has_smpl else np.zeros_like(p.betas),
         "has_smpl": np.float64(sample.has_smpl),
-        "S": np.concatenate([p.joints49[NUM_OPENPOSE_JOINTS:], np.ones((24, 1))], axis=1),
+        # rows standing for 2D-only datasets (has_smpl = 0) carry no 3D joints either
+        "S": np.concatenate([p.joints49[NUM_OPENPOSE_JOINTS:], np.ones((24, 1))], axis=1) if sample.has_smpl else np.zeros((24, 4)),
         "part": sample.keypoints[NUM_OPENPOSE_JOINTS:], "openpose": sample.keypoints[:NUM_OPENPOSE_JOINTS],
         "gender": np.str_("n"),
         "cam_intrinsics": sample.K, "transl": p.transl if sample.has_smpl else np.zeros(3),

@@ -63,11 +63,17 @@ def world_split_shards(wildcards):
     return [f"{WORLD_ROOT}/shards/{wildcards.split}-{k:04d}" for k in range(n)]
 
 
+def _shard_indices(shard, shard_size, count):
+    """A shard's own sample range: growing a split leaves its earlier shards' parameters unchanged."""
+    start = int(shard) * shard_size
+    return f"--indices {start} {min(start + shard_size, count)}"
+
+
 def world_image_options(wildcards):
     split = WORLD["splits"][wildcards.split]
     low, high = split["occluders"]
     return (
-        f"--count {split['count']} --shard-size {WORLD['shard_size']} --seed {config['seed']} "
+        f"{_shard_indices(wildcards.shard, WORLD['shard_size'], split['count'])} --seed {config['seed']} "
         f"--second-person-prob {split['second_person_prob']} --occluders {low} {high} "
         f"--no-smpl-fraction {split['no_smpl_fraction']} --crop-res {config['labels']['resolution']}"
     )
@@ -95,7 +101,7 @@ def scan_shards(wildcards=None):
 def scan_options(wildcards):
     scans = WORLD["scans"]
     return (
-        f"--count {scans['count']} --shard-size {scans['shard_size']} --seed {config['seed']} "
+        f"{_shard_indices(wildcards.shard, scans['shard_size'], scans['count'])} --seed {config['seed']} "
         f"--views {scans['views']} --elevation-deg {scans['elevation_deg']} "
         f"--distance {scans['distance']} --resolution {scans['resolution']}"
     )

@@ -21,7 +21,7 @@ rule world_image_shard:
         runtime=30,
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline.world images {input.body} {output} "
-        "--split {wildcards.split} --shard {wildcards.shard} {params.options} > {log} 2>&1"
+        "--split {wildcards.split} {params.options} > {log} 2>&1"
 
 
 rule world_split:
@@ -60,7 +60,7 @@ rule world_scan_shard:
         runtime=30,
     shell:
         "OMP_NUM_THREADS={threads} python -m pipeline.world scans {input.body} {output} "
-        "--shard {wildcards.shard} {params.options} > {log} 2>&1"
+        "{params.options} > {log} 2>&1"
 
 
 rule world_scan_index:
