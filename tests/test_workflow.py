@@ -46,7 +46,8 @@ def test_lint_is_clean(workdir):
 def test_dry_run_plans_all(workdir):
     proc = snakemake("-n", "--cores", "8", "all", cwd=workdir)
     for rule, count in (("demo_body", 1), ("body_figure", 1), ("world_image_shard", 4), ("world_split", 3),
-                        ("world_scan_shard", 2), ("world_scan_index", 1), ("world_figure", 1)):
+                        ("world_scan_shard", 2), ("world_scan_index", 1), ("world_figure", 1),
+                        ("partseg_shard", 3), ("partseg_index", 3), ("partseg_check", 1), ("partseg_figure", 1)):
         assert re.search(rf"^{rule}\s+{count}$", proc.stdout, re.M), (rule, proc.stdout[-1500:])
 
 
@@ -72,6 +73,9 @@ def test_run_builds_body_model_world_and_figures(workdir):
     index = json.loads((workdir / "results/world/scans/index.json").read_text())["scans"]
     assert len(index) == 3 and all((workdir / "results/world/scans" / s["mesh"]).is_file() for s in index)
     assert np.asarray(Image.open(workdir / "results/figures/world_samples.png")).shape[0] == 9 * 224
+    check = json.loads((workdir / "results/checks/partseg.json").read_text())
+    assert check["pixel_agreement"] >= 0.99 and check["samples"] == 6 + 3 + 3 - check_absent(workdir)
+    assert set(check["per_part_iou"]) >= {"head", "leftHand", "rightFoot"}
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     # growing the train split reruns its last shard, its merge and the figure; nothing else
@@ -80,9 +84,17 @@ def test_run_builds_body_model_world_and_figures(workdir):
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     plan = snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.split("Job stats:")[1].split("total")[0], re.M))
-    assert jobs == {"world_image_shard": "1", "world_split": "1", "world_figure": "1", "all": "1"}, plan[-2000:]
+    assert jobs == {"world_image_shard": "1", "world_split": "1", "world_figure": "1", "partseg_shard": "1",
+                    "partseg_index": "1", "partseg_check": "1", "partseg_figure": "1", "all": "1"}, plan[-2000:]
+    assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan
+
+
+def check_absent(workdir):
+    """Rows of the demo datasets without SMPL (not compared with the ground truth)."""
+    return sum(json.loads((workdir / f"results/partseg/demo_{s}/index.json").read_text())["counts"]["absent"]
+               for s in ("train", "test", "occluded"))
 
 
 def test_real_smpl_config_without_files_fails_with_guidance(workdir):
@@ -90,3 +102,30 @@ def test_real_smpl_config_without_files_fails_with_guidance(workdir):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "SMPL_NEUTRAL.pkl" in out and "smpl.is.tue.mpg.de" in out
+
+
+@pytest.mark.slow
+def test_a_configured_real_dataset_gets_labels_through_the_workflow(workdir):
+    """A SPIN-format file made from the real fixtures (no SMPL fit: the row is recorded as absent)."""
+    real = REPO.parent / "shared" / "fixtures" / "real"
+    if not real.is_dir():
+        pytest.skip(f"real fixtures not found at {real}")
+    from pipeline.datasets import read_bbox_json, read_openpose_json
+    from pipeline.io import save_npz
+
+    center, scale = read_bbox_json(real / "spin_im1010_bbox.json")
+    save_npz(workdir / "spin_example.npz", {
+        "imgname": np.array(["spin_im1010.jpg"]), "center": center[None], "scale": np.array([scale]),
+        "openpose": read_openpose_json(real / "spin_im1010_openpose.json")[:1], "has_smpl": np.zeros(1),
+        "pose": np.zeros((1, 72)), "shape": np.zeros((1, 10)),
+    })
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["world"]["enabled"] = False
+    config["datasets"] = {"spin_example": {"annotations": "spin_example.npz", "images": str(real)}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
+    assert "world_image_shard" not in plan and "partseg_check" not in plan
+    snakemake("--cores", "2", "all", cwd=workdir)
+    index = json.loads((workdir / "results/partseg/spin_example/index.json").read_text())
+    assert index["counts"] == {"rows": 1, "labelled": 0, "absent": 1, "skipped": 0}
+    assert index["without_labels"][0]["imgname"] == "spin_im1010.jpg"

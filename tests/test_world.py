@@ -9,8 +9,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from conftest import REPO
-from pipeline.body.model import BodyModel
+from conftest import REPO, SETTINGS
 from pipeline.crop import crop_matrix, warp
 from pipeline.datasets import (
     AnnotationError,
@@ -22,32 +21,10 @@ from pipeline.datasets import (
 from pipeline.io import save_npz
 from pipeline.labelsets import CIHP
 from pipeline.raster import rasterize
-from pipeline.world.images import merge_split, write_image_shard
+from pipeline.world.images import write_image_shard
 from pipeline.world.scans import RigSettings, write_scan_index, write_scan_shard
-from pipeline.world.scene import WorldSettings
 
 REAL = REPO.parent / "shared" / "fixtures" / "real"
-SETTINGS = WorldSettings(second_person_prob=0.5, occluders=(1, 1), no_smpl_fraction=0.25)
-
-
-@pytest.fixture(scope="module")
-def body_file(tmp_path_factory, demo_body):
-    path = tmp_path_factory.mktemp("body") / "demo_body.npz"
-    demo_body.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory, body_file):
-    """A 6-image split in two shards, merged as the workflow does."""
-    root = tmp_path_factory.mktemp("world") / "demo"
-    shards = [root / "shards" / f"test-{k:04d}" for k in range(2)]
-    for k, shard in enumerate(shards):
-        write_image_shard(body_file, shard, "test", range(3 * k, 3 * k + 3), seed=0, settings=SETTINGS, progress=False)
-    merge_split(shards, root, root / "test.npz", root / "test_gt.npz")
-    with np.load(root / "test_gt.npz", allow_pickle=False) as z:
-        gt = {k: z[k] for k in z.files}
-    return load_annotations(root / "test.npz", name="demo_test"), gt
 
 
 def full_map(ann, gt, key, i):

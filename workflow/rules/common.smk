@@ -107,7 +107,119 @@ def scan_options(wildcards):
     )
 
 
+def _demo_datasets():
+    if not WORLD["enabled"]:
+        return {}
+    return {
+        f"{WORLD['dataset']}_{split}": {
+            "annotations": f"{WORLD_ROOT}/{split}.npz",
+            "images": WORLD_ROOT,
+            "rows": spec["count"],
+            "ground_truth": f"{WORLD_ROOT}/{split}_gt.npz",
+        }
+        for split, spec in WORLD["splits"].items()
+    }
+
+
+def _real_datasets():
+    import numpy as np
+
+    datasets = {}
+    for name, spec in config["datasets"].items():
+        try:
+            with np.load(spec["annotations"], allow_pickle=False) as z:
+                rows = len(z["imgname"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"datasets.{name}.annotations: cannot read {spec['annotations']} ({e})") from e
+        datasets[name] = {**spec, "rows": rows}
+    return datasets
+
+
+DATASETS = _demo_datasets()
+_clash = sorted(set(DATASETS) & set(config["datasets"]))
+if _clash:
+    raise ValueError(f"datasets {_clash} clash with the demo world's datasets: rename them in config.yaml")
+DATASETS.update(_real_datasets())
+PARTSEG = config["partseg"]
+
+
+def dataset_spec(name):
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; configured: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def partseg_shards(wildcards):
+    rows = dataset_spec(wildcards.dataset)["rows"]
+    return [f"results/partseg/{wildcards.dataset}/shard-{k:04d}.npz" for k in range(_shard_count(rows, PARTSEG["shard_size"]))]
+
+
+def partseg_inputs(wildcards):
+    return {"annotations": dataset_spec(wildcards.dataset)["annotations"], "body": body_model_file()}
+
+
+def partseg_options(wildcards):
+    spec = dataset_spec(wildcards.dataset)
+    return (
+        f"--dataset {wildcards.dataset} --images {spec['images']} "
+        f"{_shard_indices(wildcards.shard, PARTSEG['shard_size'], spec['rows'])} "
+        f"--resolution {config['labels']['resolution']} --focal-at-224 {PARTSEG['focal_length']} "
+        f"--backend {PARTSEG['backend']} --batch-size {PARTSEG['batch_size']} --device {PARTSEG['device']}"
+    )
+
+
+def _demo_partseg():
+    return {name: spec for name, spec in DATASETS.items() if "ground_truth" in spec}
+
+
+def partseg_check_inputs(wildcards):
+    demo = _demo_partseg()
+    return {
+        "indexes": [f"results/partseg/{name}/index.json" for name in demo],
+        "ground_truth": [spec["ground_truth"] for spec in demo.values()],
+        "estimated": [spec["annotations"] for spec in demo.values()][:1],
+        "body": body_model_file(),
+    }
+
+
+def partseg_check_pairs(wildcards, input):
+    return " ".join(f"{i}:{g}" for i, g in zip(input.indexes, input.ground_truth))
+
+
+def partseg_estimated_option(wildcards, input):
+    gt = input.ground_truth[0]
+    return f"--estimated {input.body} {input.estimated[0]} {gt}"
+
+
+def _figure_datasets():
+    demo = _demo_partseg()
+    return [n for n in demo if n.endswith(("_test", "_occluded"))] or list(demo)
+
+
+def partseg_figure_inputs(wildcards):
+    shown = _figure_datasets()
+    return {
+        "annotations": [DATASETS[n]["annotations"] for n in shown],
+        "indexes": [f"results/partseg/{n}/index.json" for n in shown],
+        "check": "results/checks/partseg.json",
+    }
+
+
+def partseg_figure_items(wildcards, input):
+    roots = [DATASETS[n]["images"] for n in _figure_datasets()]
+    return " ".join(f"{a}:{r}:{i}" for a, r, i in zip(input.annotations, roots, input.indexes))
+
+
+def partseg_targets():
+    targets = [f"results/partseg/{name}/index.json" for name in DATASETS]
+    if _demo_partseg():
+        targets += ["results/checks/partseg.json", "results/figures/partseg.png"]
+    return targets
+
+
 def world_targets():
+    if not WORLD["enabled"]:
+        return []
     return [
         *world_figure_inputs(None),
         f"{SCANS_ROOT}/index.json",
@@ -116,4 +228,4 @@ def world_targets():
 
 
 def all_targets():
-    return [body_model_file(), "results/figures/body_model.png", *world_targets()]
+    return [body_model_file(), "results/figures/body_model.png", *world_targets(), *partseg_targets()]
