@@ -47,6 +47,17 @@ def face_part_labels(part_labels: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.asarray(part_labels)[np.asarray(faces)].min(axis=1)
 
 
+def part_branch_labels(parts: np.ndarray, size: int = 56) -> np.ndarray:
+    """Labels (..., R, R) at PARE's part-branch resolution (56 at a 224 crop): each low-resolution
+    pixel takes the label of the crop pixel under its centre (R must be a multiple of `size`)."""
+    res = parts.shape[-1]
+    if res % size:
+        raise ValueError(f"part maps of {res} pixels do not divide into {size}")
+    factor = res // size
+    centres = np.arange(size) * factor + factor // 2
+    return parts[..., centres[:, None], centres[None, :]]
+
+
 def estimate_translation(joints: np.ndarray, keypoints: np.ndarray, focal: float, center, min_joints: int = 4) -> np.ndarray | None:
     """Camera translation t that best projects `joints` (J, 3; camera orientation, metres) onto
     `keypoints` (J, 3: pixels and confidence) with a pinhole of `focal` and principal point `center`.

@@ -1,6 +1,9 @@
 """Part labels for PARE: conventions, cameras, flags, errors, and agreement with the world's ground truth."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from pipeline.partseg import (
     estimate_translation,
     face_part_labels,
     label_agreement,
+    part_branch_labels,
     write_index,
     write_shard,
 )
@@ -139,3 +143,23 @@ def test_shards_and_index_list_rows_without_labels(split, body_file, tmp_path):
     assert sorted(r["index"] for r in index["without_labels"]) == list(np.flatnonzero(~ann.has_smpl))
     with pytest.raises(ValueError, match="has 6 rows"):
         write_shard(str(body_file), str(ann.path), str(ann.image_root), "demo_test", range(4, 8), str(tmp_path / "x.npz"), PartsegSettings())
+
+
+def test_part_branch_map_derives_from_the_crop_map(split):
+    _, gt = split
+    parts = gt["crop_parts"]
+    small = part_branch_labels(parts, 56)
+    assert small.shape == (len(parts), 56, 56)
+    np.testing.assert_array_equal(small[:, 10, 20], parts[:, 42, 82])  # the crop pixel under the centre
+    for a, b in zip(small, parts):
+        assert set(np.unique(a)) <= set(np.unique(b))
+
+
+def test_missing_headless_gl_names_the_package_to_install():
+    """With a platform that cannot work here (OSMesa without libosmesa6), the error says what to install."""
+    code = ("from pipeline.render import offscreen_renderer, HeadlessGLError\n"
+            "try:\n    offscreen_renderer(8, 8)\nexcept HeadlessGLError as e:\n    print(e)\nelse:\n    print('WORKS')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYOPENGL_PLATFORM": "osmesa"})
+    if "WORKS" in proc.stdout:
+        pytest.skip("OSMesa is installed here: no failure to observe")
+    assert "apt-get install libosmesa6" in proc.stdout, proc.stdout + proc.stderr
