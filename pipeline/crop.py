@@ -55,7 +55,7 @@ def warp(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int], neare
         return out
     # bilinear: grid_sample with align_corners=True puts -1/+1 on the centres of the edge pixels
     grid = np.stack([2 * src[..., 0] / max(w_in - 1, 1) - 1, 2 * src[..., 1] / max(h_in - 1, 1) - 1], axis=-1)
-    img = torch.as_tensor(image, dtype=torch.float32)
+    img = torch.from_numpy(image.astype(np.float32))  # a copy: images from PIL are read-only
     img = img.unsqueeze(-1) if img.ndim == 2 else img
     sampled = F.grid_sample(img.permute(2, 0, 1)[None] - fill, torch.as_tensor(grid, dtype=torch.float32)[None],
                             mode="bilinear", padding_mode="zeros", align_corners=True)[0].permute(1, 2, 0) + fill

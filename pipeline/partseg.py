@@ -218,46 +218,20 @@ def write_shard(body_file: str, annotations_file: str, images_root: str, dataset
     return {k: int(out_arrays[k].sum()) for k in ("absent", "skipped")} | {"rows": len(indices)}
 
 
+PARTSEG_FLAGS = ("absent", "skipped")
+
+
 def write_index(shard_files: list[str], out: str) -> dict:
-    """Index of a dataset's shards with counts and the manifest of rows without labels (and why)."""
-    import json
-    from pathlib import Path
+    """Index of a dataset's part-label shards with the manifest of rows without labels."""
+    from pipeline.shards import write_index as write_shard_index
 
-    from pipeline.io import atomic_output
-
-    shards, skipped = [], []
-    counts = {"rows": 0, "labelled": 0, "absent": 0, "skipped": 0}
-    resolution = None
-    for path in shard_files:
-        with np.load(path, allow_pickle=False) as z:
-            index, absent, skip, reason = z["index"], z["absent"], z["skipped"], z["reason"]
-            resolution = int(z["resolution"])
-            imgname = z["imgname"]
-        shards.append({"file": Path(path).name, "start": int(index[0]), "stop": int(index[-1]) + 1})
-        counts["rows"] += len(index)
-        counts["absent"] += int(absent.sum())
-        counts["skipped"] += int(skip.sum())
-        counts["labelled"] += int((~absent & ~skip).sum())
-        for k in np.flatnonzero(absent | skip):
-            skipped.append({"index": int(index[k]), "imgname": str(imgname[k]), "reason": str(reason[k])})
-    result = {"resolution": resolution, "counts": counts, "shards": shards, "without_labels": skipped}
-    with atomic_output(out) as tmp:
-        Path(tmp).write_text(json.dumps(result, indent=1))
-    return counts
+    return write_shard_index(shard_files, out, PARTSEG_FLAGS)
 
 
 def _load_dataset_labels(index_file: str) -> dict[str, np.ndarray]:
-    import json
-    from pathlib import Path
+    from pipeline.shards import load_shards
 
-    index = json.loads(Path(index_file).read_text())
-    keys = ("index", "parts", "absent", "skipped")
-    arrays: dict[str, list] = {k: [] for k in keys}
-    for shard in index["shards"]:
-        with np.load(Path(index_file).parent / shard["file"], allow_pickle=False) as z:
-            for k in keys:
-                arrays[k].append(z[k])
-    return {k: np.concatenate(v) for k, v in arrays.items()}
+    return load_shards(index_file, ("index", "parts", *PARTSEG_FLAGS))
 
 
 def check_against_ground_truth(pairs: list[tuple[str, str]], out: str, min_agreement: float,

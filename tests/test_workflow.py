@@ -34,6 +34,8 @@ def workdir(tmp_path):
     """A throwaway working directory with the default config shrunk to a tiny world."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["world"].update(SMALL_WORLD)
+    config["parsing"]["demo"] = {"steps": 20, "input_resolution": 96, "batch_size": 4}
+    config["parsing"]["scales"] = [1.0, 0.75]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
@@ -47,7 +49,9 @@ def test_dry_run_plans_all(workdir):
     proc = snakemake("-n", "--cores", "8", "all", cwd=workdir)
     for rule, count in (("demo_body", 1), ("body_figure", 1), ("world_image_shard", 4), ("world_split", 3),
                         ("world_scan_shard", 2), ("world_scan_index", 1), ("world_figure", 1),
-                        ("partseg_shard", 3), ("partseg_index", 3), ("partseg_check", 1), ("partseg_figure", 1)):
+                        ("partseg_shard", 3), ("partseg_index", 3), ("partseg_check", 1), ("partseg_figure", 1),
+                        ("parsing_demo_weights", 1), ("parsing_shard", 3), ("parsing_index", 3), ("parsing_check", 1),
+                        ("parsing_figure", 1)):
         assert re.search(rf"^{rule}\s+{count}$", proc.stdout, re.M), (rule, proc.stdout[-1500:])
 
 
@@ -76,6 +80,10 @@ def test_run_builds_body_model_world_and_figures(workdir):
     check = json.loads((workdir / "results/checks/partseg.json").read_text())
     assert check["pixel_agreement"] >= 0.99 and check["samples"] == 6 + 3 + 3 - check_absent(workdir)
     assert set(check["per_part_iou"]) >= {"head", "leftHand", "rightFoot"}
+    parsing = json.loads((workdir / "results/checks/parsing.json").read_text())
+    assert parsing["samples"] == 6 and 0 <= parsing["miou"] <= 1 and "meets_goal" in parsing  # a 20-step parser: no bar
+    index = json.loads((workdir / "results/parsing/demo_train/index.json").read_text())
+    assert index["counts"]["rows"] == 6 and index["counts"]["skipped"] == 0
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     # growing the train split reruns its last shard, its merge and the figure; nothing else
@@ -84,8 +92,11 @@ def test_run_builds_body_model_world_and_figures(workdir):
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     plan = snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.split("Job stats:")[1].split("total")[0], re.M))
+    # the demo parser is trained on the train split, so every split's clothing labels follow it
     assert jobs == {"world_image_shard": "1", "world_split": "1", "world_figure": "1", "partseg_shard": "1",
-                    "partseg_index": "1", "partseg_check": "1", "partseg_figure": "1", "all": "1"}, plan[-2000:]
+                    "partseg_index": "1", "partseg_check": "1", "partseg_figure": "1", "parsing_demo_weights": "1",
+                    "parsing_shard": "3", "parsing_index": "3", "parsing_check": "1", "parsing_figure": "1",
+                    "all": "1"}, plan[-2000:]
     assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan
@@ -95,6 +106,14 @@ def check_absent(workdir):
     """Rows of the demo datasets without SMPL (not compared with the ground truth)."""
     return sum(json.loads((workdir / f"results/partseg/demo_{s}/index.json").read_text())["counts"]["absent"]
                for s in ("train", "test", "occluded"))
+
+
+def test_parsing_without_weights_or_world_fails_with_guidance(workdir):
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["world"]["enabled"] = False
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake("-n", "--cores", "1", "all", cwd=workdir, check=False)
+    assert proc.returncode != 0 and "parsing.weights" in proc.stdout + proc.stderr
 
 
 def test_real_smpl_config_without_files_fails_with_guidance(workdir):
@@ -122,9 +141,10 @@ def test_a_configured_real_dataset_gets_labels_through_the_workflow(workdir):
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["world"]["enabled"] = False
     config["datasets"] = {"spin_example": {"annotations": "spin_example.npz", "images": str(real)}}
+    config["parsing"]["enabled"] = False  # no demo world to train a parser on, no official weights: parts only
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     plan = snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
-    assert "world_image_shard" not in plan and "partseg_check" not in plan
+    assert "world_image_shard" not in plan and "partseg_check" not in plan and "parsing" not in plan
     snakemake("--cores", "2", "all", cwd=workdir)
     index = json.loads((workdir / "results/partseg/spin_example/index.json").read_text())
     assert index["counts"] == {"rows": 1, "labelled": 0, "absent": 1, "skipped": 0}

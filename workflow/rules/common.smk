@@ -217,6 +217,110 @@ def partseg_targets():
     return targets
 
 
+PARSING = config["parsing"]
+USE_DEMO_PARSER = PARSING["weights"] is None
+
+
+def parser_weights():
+    """The parser's weights: the user's official file, or the demo parser trained on the demo world."""
+    if USE_DEMO_PARSER:
+        if not WORLD["enabled"] or "train" not in WORLD["splits"]:
+            raise ValueError(
+                "parsing.weights is null, so the demo parser must be trained on the demo world's train split: "
+                "enable world (with a train split) or set parsing.weights to Graphonomy's inference.pth"
+            )
+        return "results/parsing/weights/demo_parser.pth"
+    return PARSING["weights"]
+
+
+def demo_parser_inputs(wildcards):
+    return {
+        "annotations": f"{WORLD_ROOT}/train.npz",
+        "ground_truth": f"{WORLD_ROOT}/train_gt.npz",
+    }
+
+
+def demo_parser_options(wildcards):
+    demo = PARSING["demo"]
+    return (
+        f"--width {demo['width']} --resolution {demo['input_resolution']} --steps {demo['steps']} "
+        f"--batch-size {demo['batch_size']} --learning-rate {demo['learning_rate']} --seed {config['seed']}"
+    )
+
+
+def parsing_shards(wildcards):
+    rows = dataset_spec(wildcards.dataset)["rows"]
+    return [f"results/parsing/{wildcards.dataset}/shard-{k:04d}.npz" for k in range(_shard_count(rows, PARSING["shard_size"]))]
+
+
+def parsing_inputs(wildcards):
+    return {"annotations": dataset_spec(wildcards.dataset)["annotations"], "weights": parser_weights()}
+
+
+def parsing_options(wildcards):
+    spec = dataset_spec(wildcards.dataset)
+    options = (
+        f"--dataset {wildcards.dataset} --images {spec['images']} "
+        f"{_shard_indices(wildcards.shard, PARSING['shard_size'], spec['rows'])} "
+        f"--variant {PARSING['variant'] if not USE_DEMO_PARSER else 'transfer'} --preset {PARSING['preset']} "
+        f"--mode {PARSING['mode']} --context {PARSING['context']} --label-resolution {config['labels']['resolution']} "
+        f"--batch-size {PARSING['batch_size']} --device {PARSING['device']} "
+        f"--input-resolution {PARSING['demo']['input_resolution'] if USE_DEMO_PARSER else PARSING['input_resolution']}"
+    )
+    if PARSING["scales"] is not None:
+        options += " --scales " + " ".join(str(s) for s in PARSING["scales"])
+    if PARSING["flip"] is not None:
+        options += " --flip" if PARSING["flip"] else " --no-flip"
+    return options
+
+
+def _demo_parsing_datasets():
+    return {name: spec for name, spec in _demo_partseg().items() if not name.endswith("_train")}
+
+
+def parsing_check_inputs(wildcards):
+    demo = _demo_parsing_datasets()
+    return {
+        "indexes": [f"results/parsing/{name}/index.json" for name in demo],
+        "ground_truth": [spec["ground_truth"] for spec in demo.values()],
+    }
+
+
+def parsing_check_pairs(wildcards, input):
+    return " ".join(f"{i}:{g}" for i, g in zip(input.indexes, input.ground_truth))
+
+
+def parsing_check_thresholds(wildcards):
+    options = f"--goal-miou {PARSING['goal_miou']}"
+    if PARSING["min_miou"] is not None:
+        options += f" --min-miou {PARSING['min_miou']}"
+    return options
+
+
+def parsing_figure_inputs(wildcards):
+    shown = list(_demo_parsing_datasets())
+    return {
+        "annotations": [DATASETS[n]["annotations"] for n in shown],
+        "indexes": [f"results/parsing/{n}/index.json" for n in shown],
+        "check": "results/checks/parsing.json",
+    }
+
+
+def parsing_figure_items(wildcards, input):
+    roots = [DATASETS[n]["images"] for n in _demo_parsing_datasets()]
+    return " ".join(f"{a}:{r}:{i}" for a, r, i in zip(input.annotations, roots, input.indexes))
+
+
+def parsing_targets():
+    if not PARSING["enabled"]:
+        return []
+    parser_weights()  # fails early, with the fix, when there is no parser to run
+    targets = [f"results/parsing/{name}/index.json" for name in DATASETS]
+    if _demo_parsing_datasets():
+        targets += ["results/checks/parsing.json", "results/figures/parsing.png"]
+    return targets
+
+
 def world_targets():
     if not WORLD["enabled"]:
         return []
@@ -228,4 +332,4 @@ def world_targets():
 
 
 def all_targets():
-    return [body_model_file(), "results/figures/body_model.png", *world_targets(), *partseg_targets()]
+    return [body_model_file(), "results/figures/body_model.png", *world_targets(), *partseg_targets(), *parsing_targets()]

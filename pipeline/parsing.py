@@ -1,0 +1,446 @@
+"""Human-parsing pseudo-labels for DSR: multi-scale + flip inference of a Graphonomy-style parser,
+stored in the crop frame, with DSR's keypoint-based cleaning.
+
+Inference follows Graphonomy's script: the image as BGR scaled to [-1, 1]; at every scale the image
+and its mirror go through the network together; the mirror's logits are flipped back with the
+left/right channels swapped (14<->15, 16<->17, 18<->19) and averaged with the image's; each scale's
+logits are upsampled (bilinear, corners aligned) to the scale-1 size and summed; the label is the
+argmax. Here several images go through each scale at once (the official script runs one image, one
+scale at a time), with BatchNorm folded into the convolutions, on CPU or CUDA, under
+`torch.inference_mode`; the per-scale resize is the official one (PIL bilinear on the uint8 image).
+
+Cleaning (DSR): the box around the OpenPose keypoints with confidence > 0.3, grown by 30 pixels at a
+224 crop (scaled with the resolution); pixels outside it become 255 (ignored). A minimal-clothing
+label (left/right arm, left/right shoe, face) with at most 60 pixels (at 224) is invalid for the
+sample. Raw labels, the box and the flags are stored, so the cleaned map and DSR's clothing /
+minimal-clothing maps are derived when the data is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.crop import crop_matrix, transform_points
+from pipeline.labelsets import CIHP, CIHP_FLIP_PAIRS, CIHP_IGNORE, NUM_CIHP_CLASSES
+from pipeline.skeleton import NUM_OPENPOSE_JOINTS
+
+MIN_CLOTHING_LABELS = (CIHP["Face"], CIHP["Left-arm"], CIHP["Right-arm"], CIHP["Left-shoe"], CIHP["Right-shoe"])
+
+PRESETS = {
+    # Graphonomy's inference script
+    "graphonomy": {"scales": (1.0, 0.5, 0.75, 1.25, 1.5, 1.75), "flip": True, "single_scale_above": None},
+    # DSR's paper setting: four scales with flips; images above 1080 x 1080 at scale 1 alone
+    "dsr": {"scales": (0.5, 0.75, 1.0, 1.5), "flip": True, "single_scale_above": 1080},
+}
+
+
+@dataclass
+class ParsingSettings:
+    scales: tuple[float, ...] = PRESETS["dsr"]["scales"]
+    flip: bool = True
+    single_scale_above: int | None = 1080  # images with both sides above this run at scale 1 only
+    mode: str = "crop"  # "crop": parse the person crop; "full": parse the whole image
+    input_resolution: int = 512  # side of the parser's input crop (crop mode)
+    context: float = 1.0  # crop mode: the parser's crop is the label crop enlarged by this factor
+    label_resolution: int = 224
+    keypoint_threshold: float = 0.3
+    box_growth_at_224: float = 30.0
+    min_pixels_at_224: int = 60
+    batch_size: int = 4
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ParsingSettings":
+        if name not in PRESETS:
+            raise ValueError(f"unknown parsing preset {name!r}; presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+def flip_permutation() -> list[int]:
+    perm = list(range(NUM_CIHP_CLASSES))
+    for a, b in CIHP_FLIP_PAIRS:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def flip_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Mirror (..., C, H, W) logits horizontally and swap the left/right channels."""
+    return logits[..., flip_permutation(), :, :].flip(-1)
+
+
+def to_network_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, H, W, 3) -> float BGR (B, 3, H, W) in [-1, 1], as Graphonomy was trained."""
+    x = images.permute(0, 3, 1, 2).float()[:, [2, 1, 0]]
+    return x * (2.0 / 255.0) - 1.0
+
+
+def resize_like_official(images: np.ndarray, scale: float) -> np.ndarray:
+    """Graphonomy's per-scale resize: PIL bilinear (antialiased when shrinking) of the uint8 image to
+    (int(W s), int(H s)). images (B, H, W, 3) uint8 -> (B, h, w, 3) uint8."""
+    from PIL import Image
+
+    b, h, w, _ = images.shape
+    size = (int(w * scale), int(h * scale))
+    if size == (w, h):
+        return images
+    return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images])
+
+
+def multiscale_logits(net, images, scales, flip: bool = True) -> torch.Tensor:
+    """Summed multi-scale (and flip-averaged) logits (B, C, H, W) at the images' size.
+
+    `images`: uint8 RGB (B, H, W, 3), all of one size (numpy or tensor); every image and its mirror go
+    through the network together at each scale."""
+    images = images.cpu().numpy() if torch.is_tensor(images) else np.asarray(images)
+    device = next(net.parameters(), torch.empty(0)).device
+    b, h, w, _ = images.shape
+    total = None
+    for s in scales:
+        x = to_network_input(torch.as_tensor(resize_like_official(images, s), device=device))
+        batch = torch.cat([x, x.flip(-1)]) if flip else x
+        out = net(batch)
+        if flip:
+            out = (out[:b] + flip_logits(out[b:])) / 2
+        if out.shape[-2:] != (h, w):
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=True)
+        total = out if total is None else total + out
+    return total
+
+
+def resample_logits(logits: torch.Tensor, matrix: np.ndarray, out_res: int) -> torch.Tensor:
+    """Logits (C, H, W) on a pixel grid -> (C, out_res, out_res) on another, `matrix` mapping the input
+    grid's pixels to the output's (pixel centres on integers); bilinear, zeros outside."""
+    c, h, w = logits.shape
+    inverse = np.linalg.inv(matrix)
+    ys, xs = np.meshgrid(np.arange(out_res, dtype=np.float64), np.arange(out_res, dtype=np.float64), indexing="ij")
+    src = transform_points(np.stack([xs, ys], -1), inverse)
+    grid = np.stack([2 * src[..., 0] / max(w - 1, 1) - 1, 2 * src[..., 1] / max(h - 1, 1) - 1], -1)
+    grid_t = torch.as_tensor(grid, dtype=logits.dtype, device=logits.device)[None]
+    return F.grid_sample(logits[None], grid_t, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+
+
+def keypoint_box(keypoints: np.ndarray, threshold: float, grow: float) -> np.ndarray | None:
+    """(x0, y0, x1, y1) around the keypoints (J, 3) above `threshold`, grown by `grow` pixels; None if none."""
+    good = keypoints[:, 2] > threshold
+    if not good.any():
+        return None
+    lo, hi = keypoints[good, :2].min(0), keypoints[good, :2].max(0)
+    return np.array([lo[0] - grow, lo[1] - grow, hi[0] + grow, hi[1] + grow])
+
+
+def clean_labels(raw: np.ndarray, box: np.ndarray | None) -> np.ndarray:
+    """DSR's cleaning: pixels outside the keypoint box become 255 (ignored); without a box, all of them."""
+    cleaned = np.full_like(raw, CIHP_IGNORE)
+    if box is None or not np.isfinite(box).all():
+        return cleaned
+    h, w = raw.shape
+    x0, y0 = max(int(np.ceil(box[0])), 0), max(int(np.ceil(box[1])), 0)
+    x1, y1 = min(int(np.floor(box[2])), w - 1), min(int(np.floor(box[3])), h - 1)
+    if x1 >= x0 and y1 >= y0:
+        cleaned[y0:y1 + 1, x0:x1 + 1] = raw[y0:y1 + 1, x0:x1 + 1]
+    return cleaned
+
+
+def minimal_clothing_valid(cleaned: np.ndarray, min_pixels: int) -> np.ndarray:
+    """(5,) bool per MIN_CLOTHING_LABELS: present with more than `min_pixels` pixels."""
+    return np.array([(cleaned == label).sum() > min_pixels for label in MIN_CLOTHING_LABELS])
+
+
+def sample_keypoints(ann, i: int, threshold: float) -> np.ndarray:
+    """(J, 3) image keypoints used for the box: OpenPose detections, or annotated joints where a
+    dataset has no detections."""
+    if "openpose" in ann and (ann["openpose"][i][:, 2] > threshold).any():
+        return ann["openpose"][i]
+    if "part" in ann:
+        return ann["part"][i]
+    return np.zeros((NUM_OPENPOSE_JOINTS, 3))
+
+
+PARSING_FLAGS = ("skipped", "no_keypoints")
+
+
+def _load_image(path) -> tuple[np.ndarray | None, str]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")), ""
+    except FileNotFoundError:
+        return None, f"missing image file {path}"
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        return None, f"corrupt image {path}: {e}"
+
+
+class ParserRunner:
+    """Runs a parser network over rows of a dataset and stores raw labels, boxes and flags in the crop frame."""
+
+    def __init__(self, net: torch.nn.Module, settings: ParsingSettings):
+        from models.graphonomy import fold_batchnorm
+
+        self.net = fold_batchnorm(net.to(settings.device).eval())
+        self.settings = settings
+
+    def _logits(self, images: list[np.ndarray], scales) -> torch.Tensor:
+        with torch.inference_mode():
+            return multiscale_logits(self.net, np.stack(images), scales, self.settings.flip)
+
+    def _scales(self, height: int, width: int) -> tuple[float, ...]:
+        limit = self.settings.single_scale_above
+        if limit is not None and height * width > limit * limit:
+            return (1.0,)
+        return tuple(self.settings.scales)
+
+    def run(self, ann, indices: range) -> dict[str, np.ndarray]:
+        from pipeline.crop import warp
+
+        s = self.settings
+        res = s.label_resolution
+        n = len(indices)
+        out = {
+            "index": np.asarray(indices, dtype=np.int64),
+            "labels": np.zeros((n, res, res), np.uint8),
+            "box": np.full((n, 4), np.nan),
+            "min_clothing_valid": np.zeros((n, len(MIN_CLOTHING_LABELS)), bool),
+            "no_keypoints": np.zeros(n, bool),
+            "skipped": np.zeros(n, bool),
+            "reason": np.full(n, "", dtype=object),
+        }
+        pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (row, parser input, input -> label-crop map)
+
+        def flush():
+            if not pending:
+                return
+            logits = self._logits([p[1] for p in pending], self._scales(*pending[0][1].shape[:2]))
+            for (j, _, matrix), lg in zip(pending, logits):
+                resampled = resample_logits(lg, matrix, res)
+                out["labels"][j] = resampled.argmax(0).to(torch.uint8).cpu().numpy()
+            pending.clear()
+
+        for j, i in enumerate(indices):
+            ann.check_row(i)
+            label_crop = crop_matrix(ann["center"][i], ann["scale"][i], res)
+            kp = sample_keypoints(ann, i, s.keypoint_threshold).copy()
+            kp[:, :2] = transform_points(kp[:, :2], label_crop)
+            box = keypoint_box(kp, s.keypoint_threshold, s.box_growth_at_224 * res / 224.0)
+            if box is None:
+                out["no_keypoints"][j] = True
+                out["reason"][j] = f"no keypoint with confidence above {s.keypoint_threshold}"
+            else:
+                out["box"][j] = box
+            image, problem = _load_image(ann.image_path(i))
+            if image is None:
+                out["skipped"][j] = True
+                out["reason"][j] = problem
+                continue
+            if s.mode == "crop":
+                parser_crop = crop_matrix(ann["center"][i], ann["scale"][i] * s.context, s.input_resolution)
+                crop = warp(image, parser_crop, (s.input_resolution, s.input_resolution), nearest=False)
+                pending.append((j, crop, label_crop @ np.linalg.inv(parser_crop)))
+                if len(pending) == s.batch_size:
+                    flush()
+            else:  # the whole image, one at a time (sizes differ)
+                flush()
+                pending.append((j, image, label_crop))
+                flush()
+        flush()
+        for j in range(n):
+            if not out["skipped"][j]:
+                cleaned = clean_labels(out["labels"][j], None if out["no_keypoints"][j] else out["box"][j])
+                out["min_clothing_valid"][j] = minimal_clothing_valid(cleaned, s.min_pixels_at_224 * (res / 224.0) ** 2)
+        out["reason"] = out["reason"].astype(str)
+        return out
+
+
+def cleaned_from_shard(labels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Cleaned maps (N, R, R) from stored raw labels and boxes (NaN box: nothing is kept)."""
+    return np.stack([clean_labels(l, None if np.isnan(b).any() else b) for l, b in zip(labels, boxes)])
+
+
+def parsing_miou(predicted: np.ndarray, truth: np.ndarray, labels: list[int]) -> dict:
+    """mIoU over `labels` between predicted and true maps; pixels marked 255 in `predicted` are left out."""
+    keep = predicted != CIHP_IGNORE
+    per_label = {}
+    for label in labels:
+        p, t = (predicted == label) & keep, (truth == label) & keep
+        union = (p | t).sum()
+        if union:
+            per_label[label] = float((p & t).sum() / union)
+    return {"miou": float(np.mean(list(per_label.values()))), "per_label_iou": per_label,
+            "pixel_accuracy": float((predicted[keep] == truth[keep]).mean())}
+
+
+def write_shard(weights: str, variant: str, annotations_file: str, images_root: str, dataset: str, indices: range,
+                out: str, settings: ParsingSettings) -> dict:
+    from models.graphonomy import from_pretrained
+    from pipeline.datasets import load_annotations
+    from pipeline.io import save_npz
+
+    ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
+    if indices.stop > len(ann):
+        raise ValueError(f"dataset {dataset} ({annotations_file}) has {len(ann)} rows; shard asks for rows up to {indices.stop - 1}")
+    net = from_pretrained(weights, variant=variant)
+    result = ParserRunner(net, settings).run(ann, indices)
+    result["imgname"] = ann["imgname"][indices.start:indices.stop]
+    result["resolution"] = np.array(settings.label_resolution)
+    save_npz(out, result)
+    return {"rows": len(indices), **{f: int(result[f].sum()) for f in PARSING_FLAGS}}
+
+
+def write_index(shard_files: list[str], out: str) -> dict:
+    from pipeline.shards import write_index as write_shard_index
+
+    return write_shard_index(shard_files, out, PARSING_FLAGS)
+
+
+def check_against_ground_truth(pairs: list[tuple[str, str]], out: str, goal_miou: float, min_miou: float | None = None) -> dict:
+    """mIoU of the cleaned pseudo-labels against the demo world's CIHP ground truth, over the labels
+    present in the ground truth (pixels outside the keypoint box are left out)."""
+    import json
+    from pathlib import Path
+
+    from pipeline.io import atomic_output
+    from pipeline.labelsets import CIHP_LABELS
+    from pipeline.shards import load_shards
+
+    predicted, truth, per_dataset = [], [], {}
+    for index_file, gt_file in pairs:
+        shards = load_shards(index_file, ("index", "labels", "box", "skipped"))
+        use = ~shards["skipped"]
+        cleaned = cleaned_from_shard(shards["labels"][use], shards["box"][use])
+        with np.load(gt_file, allow_pickle=False) as z:
+            gt = z["crop_cihp"][shards["index"][use]]
+        predicted.append(cleaned)
+        truth.append(gt)
+        present = sorted(int(v) for v in np.unique(gt))
+        per_dataset[Path(index_file).parent.name] = {"samples": int(use.sum()), **{k: v for k, v in parsing_miou(cleaned, gt, present).items() if k != "per_label_iou"}}
+    predicted, truth = np.concatenate(predicted), np.concatenate(truth)
+    present = sorted(int(v) for v in np.unique(truth))
+    metrics = parsing_miou(predicted, truth, present)
+    result = {
+        "miou": metrics["miou"],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+        "per_label_iou": {CIHP_LABELS[k]: v for k, v in metrics["per_label_iou"].items()},
+        "labels": [CIHP_LABELS[k] for k in present],
+        "samples": int(len(predicted)),
+        "goal_miou": goal_miou,
+        "meets_goal": bool(metrics["miou"] >= goal_miou),
+        "min_miou": min_miou,
+        "per_dataset": per_dataset,
+    }
+    with atomic_output(out) as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=1))
+    if min_miou is not None and result["miou"] < min_miou:
+        raise RuntimeError(f"clothing pseudo-labels reach mIoU {result['miou']:.3f} against the ground truth, below {min_miou} ({out})")
+    return result
+
+
+def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int = 4, check_file: str | None = None) -> None:
+    import json
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from pipeline.crop import warp
+    from pipeline.datasets import load_annotations
+    from pipeline.io import atomic_output
+    from pipeline.labelsets import palette
+    from pipeline.shards import load_shards
+
+    colours = np.concatenate([palette(NUM_CIHP_CLASSES), np.zeros((256 - NUM_CIHP_CLASSES, 3), np.uint8)])
+    colours[CIHP_IGNORE] = (128, 128, 128)
+    rows = []
+    for annotations_file, images_root, index_file in items:
+        ann = load_annotations(annotations_file, image_root=images_root)
+        shards = load_shards(index_file, ("index", "labels", "box", "skipped"))
+        for k in np.flatnonzero(~shards["skipped"])[:per_dataset]:
+            i = int(shards["index"][k])
+            res = shards["labels"].shape[-1]
+            photo = np.asarray(Image.open(ann.image_path(i)).convert("RGB"))
+            crop = warp(photo, crop_matrix(ann["center"][i], ann["scale"][i], res), (res, res), nearest=False)
+            raw = shards["labels"][k]
+            cleaned = clean_labels(raw, None if np.isnan(shards["box"][k]).any() else shards["box"][k])
+            rows.append(np.concatenate([crop, colours[raw], colours[cleaned]], axis=1))
+    grid = Image.fromarray(np.concatenate([np.concatenate(rows[r:r + 2], axis=1) for r in range(0, len(rows) - 1, 2)], axis=0))
+    if check_file:
+        check = json.loads(Path(check_file).read_text())
+        banner = Image.new("RGB", (grid.width, 22), (255, 255, 255))
+        ImageDraw.Draw(banner).text((6, 5), f"cleaned pseudo-labels vs ground truth: mIoU {check['miou']:.3f} (goal "
+                                    f"{check['goal_miou']}), pixel accuracy {100 * check['pixel_accuracy']:.1f}% over "
+                                    f"{check['samples']} samples", fill=(0, 0, 0))
+        grid = Image.fromarray(np.concatenate([np.asarray(banner), np.asarray(grid)], axis=0))
+    with atomic_output(out) as tmp:
+        grid.save(tmp, format="PNG")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import logging
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.parsing", description="Graphonomy clothing pseudo-labels")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("shard", help="parse rows START..STOP-1 of a dataset")
+    p.add_argument("weights")
+    p.add_argument("annotations")
+    p.add_argument("out")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--indices", type=int, nargs=2, required=True, metavar=("START", "STOP"))
+    p.add_argument("--variant", choices=("transfer", "universal"), default="transfer")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="dsr")
+    p.add_argument("--scales", type=float, nargs="+")
+    p.add_argument("--flip", dest="flip", action="store_true", default=None)
+    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--mode", choices=("crop", "full"), default="crop")
+    p.add_argument("--input-resolution", type=int, default=512)
+    p.add_argument("--context", type=float, default=1.0)
+    p.add_argument("--label-resolution", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p = sub.add_parser("index", help="index a dataset's shards, with the manifest of skipped images")
+    p.add_argument("out")
+    p.add_argument("shards", nargs="+")
+    p = sub.add_parser("check", help="compare demo pseudo-labels with the world's ground truth")
+    p.add_argument("out")
+    p.add_argument("pairs", nargs="+", help="INDEX_JSON:GT_NPZ")
+    p.add_argument("--goal-miou", type=float, default=0.5)
+    p.add_argument("--min-miou", type=float, help="fail below this mIoU (default: report only)")
+    p = sub.add_parser("figure", help="crops with raw and cleaned labels")
+    p.add_argument("out")
+    p.add_argument("items", nargs="+", help="ANNOTATIONS:IMAGES_ROOT:INDEX_JSON")
+    p.add_argument("--check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("pipeline.parsing")
+    start = time.perf_counter()
+    if args.command == "shard":
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        overrides = {k: v for k, v in (("scales", tuple(args.scales) if args.scales else None), ("flip", args.flip)) if v is not None}
+        settings = ParsingSettings.preset(args.preset, mode=args.mode, input_resolution=args.input_resolution,
+                                          context=args.context, label_resolution=args.label_resolution,
+                                          batch_size=args.batch_size, device=device, **overrides)
+        counts = write_shard(args.weights, args.variant, args.annotations, args.images, args.dataset,
+                             range(*args.indices), args.out, settings)
+        log.info("%s rows %d-%d on %s, scales %s flip %s: %s, %.2f images/s", args.dataset, args.indices[0], args.indices[1] - 1,
+                 device, settings.scales, settings.flip, counts, counts["rows"] / (time.perf_counter() - start))
+    elif args.command == "index":
+        log.info("%s", write_index(args.shards, args.out))
+    elif args.command == "check":
+        result = check_against_ground_truth([tuple(p.split(":", 1)) for p in args.pairs], args.out, args.goal_miou, args.min_miou)
+        log.info("mIoU %.4f (goal %.2f: %s), pixel accuracy %.4f over %d samples", result["miou"], args.goal_miou,
+                 "met" if result["meets_goal"] else "NOT met", result["pixel_accuracy"], result["samples"])
+    elif args.command == "figure":
+        parsing_figure([tuple(i.split(":", 2)) for i in args.items], args.out, check_file=args.check)
+    log.info("done in %.1f s", time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Train the tiny demo parser: the Graphonomy transfer architecture at a fraction of its width,
+trained from scratch on the demo world's training images and their ground-truth clothing maps.
+
+A fresh machine has no parser weights; this gives the pseudo-label stage a real network to run,
+through exactly the code path official weights take. The checkpoint is a flat state dict with the
+official key names (only the channel counts differ), so `models.graphonomy.from_pretrained` loads it.
+
+    python -m trainers.demo_parser TRAIN_NPZ TRAIN_GT_NPZ OUT.pth [--width 0.125] [--resolution 192] [--steps 800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.graphonomy import build
+from pipeline.crop import crop_matrix, warp
+from pipeline.datasets import load_annotations
+from pipeline.io import atomic_output
+from pipeline.labelsets import NUM_CIHP_CLASSES, cihp_flip_permutation
+from pipeline.parsing import to_network_input
+
+log = logging.getLogger("trainers.demo_parser")
+
+
+def load_training_set(annotations_file: str, gt_file: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crops (N, R, R, 3) uint8 and their ground-truth CIHP maps (N, R, R) in the same crop frame."""
+    from PIL import Image
+
+    ann = load_annotations(annotations_file)
+    with np.load(gt_file, allow_pickle=False) as z:
+        gt = z["crop_cihp"]
+    label_res = gt.shape[-1]
+    images, labels = [], []
+    for i in range(len(ann)):
+        photo = np.asarray(Image.open(ann.image_path(i)).convert("RGB"))
+        to_crop = crop_matrix(ann["center"][i], ann["scale"][i], resolution)
+        images.append(warp(photo, to_crop, (resolution, resolution), nearest=False))
+        between = to_crop @ np.linalg.inv(crop_matrix(ann["center"][i], ann["scale"][i], label_res))
+        labels.append(gt[i] if resolution == label_res else warp(gt[i], between, (resolution, resolution), nearest=True))
+    return np.stack(images), np.stack(labels)
+
+
+def rescale(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, low: float = 0.6, high: float = 1.4):
+    """Resize the whole batch by one random factor (images bilinear, labels nearest): the graph
+    projection sums over pixels, so multi-scale inference needs a network that has seen scales."""
+    s = low + (high - low) * float(torch.rand(1, generator=gen))
+    size = max(32, int(round(x.shape[-1] * s / 16)) * 16)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    y = F.interpolate(y[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    return x, y
+
+
+def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, flip_perm: torch.Tensor):
+    """Mirror half the batch (left/right labels swapped) and jitter brightness and contrast."""
+    flip = torch.rand(len(images), generator=gen) < 0.5
+    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(2), images)
+    labels = torch.where(flip.view(-1, 1, 1), flip_perm[labels.flip(2)], labels)
+    x = images.float()
+    gain = 1 + 0.25 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
+    shift = 30 * (torch.rand(len(x), 1, 1, 1, generator=gen) - 0.5)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * gain + mean + shift).clamp(0, 255)
+    return x.to(torch.uint8), labels
+
+
+def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batch_size: int, learning_rate: float,
+          seed: int, progress: bool = True) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build("transfer", width=width).train()
+    counts = np.bincount(labels.ravel(), minlength=NUM_CIHP_CLASSES).astype(np.float64)
+    weights = np.where(counts > 0, (counts / counts.sum() + 1e-6) ** -0.3, 0.0)  # soften the class imbalance
+    class_weights = torch.as_tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    images_t, labels_t = torch.as_tensor(images), torch.as_tensor(labels, dtype=torch.long)
+    flip_perm = torch.as_tensor(cihp_flip_permutation()[:NUM_CIHP_CLASSES], dtype=torch.long)
+    running = None
+    bar = tqdm(range(steps), desc="demo parser", disable=not progress, mininterval=10)
+    for step in bar:
+        idx = torch.randint(len(images_t), (batch_size,), generator=gen)
+        x, y = augment(images_t[idx], labels_t[idx], gen, flip_perm)
+        x, y = rescale(to_network_input(x), y, gen)
+        loss = F.cross_entropy(model(x), y, weight=class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 100 == 0 or step == steps - 1:
+            log.info("step %d/%d loss %.4f lr %.2e", step, steps, running, schedule.get_last_lr()[0])
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.demo_parser", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("annotations")
+    parser.add_argument("ground_truth")
+    parser.add_argument("out")
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--resolution", type=int, default=192)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=6e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    images, labels = load_training_set(args.annotations, args.ground_truth, args.resolution)
+    log.info("training set: %d crops of %d px", len(images), args.resolution)
+    model = train(images, labels, args.width, args.steps, args.batch_size, args.learning_rate, args.seed)
+    with atomic_output(args.out) as tmp:
+        torch.save(model.state_dict(), tmp)
+    log.info("saved %s (width %.3f, %d parameters) in %.1f s", args.out, args.width,
+             sum(p.numel() for p in model.parameters()), time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
