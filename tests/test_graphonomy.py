@@ -115,3 +115,27 @@ def test_runner_stores_flags_and_skips_missing_images(split, tmp_path):
     finally:
         moved.rename(missing)
     assert out["skipped"].tolist() == [False, True, False] and "missing image file" in out["reason"][1]
+
+
+def test_full_image_mode_maps_labels_into_the_crop_frame(split):
+    """Parsing the whole photo and parsing the person crop store labels in the same crop frame."""
+    ann, _ = split
+
+    class RedIsFace(torch.nn.Module):
+        """Label 13 (face) where the input is reddish, background elsewhere: a position-free stub."""
+
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):  # x: BGR in [-1, 1]
+            red = (x[:, 2:3] - x[:, 1:2]) > 0.2
+            logits = torch.zeros(x.shape[0], 20, *x.shape[-2:])
+            logits[:, 13:14] = red.float()
+            return logits
+
+    common = dict(scales=(1.0,), flip=False, label_resolution=64, optimize=False)
+    crop = ParserRunner(RedIsFace(), ParsingSettings(mode="crop", input_resolution=128, **common)).run(ann, range(2))
+    full = ParserRunner(RedIsFace(), ParsingSettings(mode="full", **common)).run(ann, range(2))
+    agree = (crop["labels"] == full["labels"]).mean()
+    assert agree > 0.95 and (full["labels"] == 13).any()
