@@ -374,11 +374,11 @@ def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
     import json
     from pathlib import Path
 
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from pipeline.crop import warp
     from pipeline.datasets import load_annotations
-    from pipeline.io import atomic_output
+    from pipeline.figures import save_grid
     from pipeline.labelsets import palette
     from pipeline.shards import load_shards
 
@@ -396,16 +396,12 @@ def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
             raw = shards["labels"][k]
             cleaned = clean_labels(raw, None if np.isnan(shards["box"][k]).any() else shards["box"][k])
             rows.append(np.concatenate([crop, colours[raw], colours[cleaned]], axis=1))
-    grid = Image.fromarray(np.concatenate([np.concatenate(rows[r:r + 2], axis=1) for r in range(0, len(rows) - 1, 2)], axis=0))
+    banner = None
     if check_file:
         check = json.loads(Path(check_file).read_text())
-        banner = Image.new("RGB", (grid.width, 22), (255, 255, 255))
-        ImageDraw.Draw(banner).text((6, 5), f"cleaned pseudo-labels vs ground truth: mIoU {check['miou']:.3f} (goal "
-                                    f"{check['goal_miou']}), pixel accuracy {100 * check['pixel_accuracy']:.1f}% over "
-                                    f"{check['samples']} samples", fill=(0, 0, 0))
-        grid = Image.fromarray(np.concatenate([np.asarray(banner), np.asarray(grid)], axis=0))
-    with atomic_output(out) as tmp:
-        grid.save(tmp, format="PNG")
+        banner = (f"cleaned pseudo-labels vs ground truth: mIoU {check['miou']:.3f} (goal {check['goal_miou']}), pixel "
+                  f"accuracy {100 * check['pixel_accuracy']:.1f}% over {check['samples']} samples")
+    save_grid(rows, out, banner=banner)
 
 
 def main(argv: list[str] | None = None) -> int:

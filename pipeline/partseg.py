@@ -297,11 +297,11 @@ def partseg_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
     import json
     from pathlib import Path
 
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    from pipeline.datasets import load_annotations
-    from pipeline.io import atomic_output
     from pipeline.crop import warp
+    from pipeline.datasets import load_annotations
+    from pipeline.figures import save_grid
     from pipeline.labelsets import NUM_PART_CLASSES, palette
 
     colours = palette(NUM_PART_CLASSES)
@@ -322,16 +322,12 @@ def partseg_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
             mixed[parts > 0] = 0.35 * mixed[parts > 0] + 0.65 * colours[parts[parts > 0]]
             tiles.append(np.concatenate([crop, mixed.astype(np.uint8)], axis=1))
             shown += 1
-    rows = [np.concatenate(tiles[r:r + 2], axis=1) for r in range(0, len(tiles) - 1, 2)]
-    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    banner = None
     if check_file:
         check = json.loads(Path(check_file).read_text())
-        banner = Image.new("RGB", (grid.width, 22), (255, 255, 255))
-        ImageDraw.Draw(banner).text((6, 5), f"vs ground truth: pixel agreement {100 * check['pixel_agreement']:.3f}%, "
-                                    f"mIoU {check['miou']:.4f} over {check['samples']} samples", fill=(0, 0, 0))
-        grid = Image.fromarray(np.concatenate([np.asarray(banner), np.asarray(grid)], axis=0))
-    with atomic_output(out) as tmp:
-        grid.save(tmp, format="PNG")
+        banner = (f"vs ground truth: pixel agreement {100 * check['pixel_agreement']:.3f}%, mIoU {check['miou']:.4f} "
+                  f"over {check['samples']} samples")
+    save_grid(tiles, out, banner=banner)
 
 
 def main(argv: list[str] | None = None) -> int:
