@@ -21,7 +21,7 @@ rule parsing_demo_weights:
         runtime=60,
         gpu=1,
     shell:
-        "OMP_NUM_THREADS={threads} python -m trainers.demo_parser {input.annotations} {input.ground_truth} {output} "
+        "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m trainers.demo_parser {input.annotations} {input.ground_truth} {output} "
         "{params.options} > {log} 2>&1"
 
 
@@ -44,7 +44,7 @@ rule parsing_shard:
         runtime=120,
         gpu=1,
     shell:
-        "OMP_NUM_THREADS={threads} python -m pipeline.parsing shard {input.weights} {input.annotations} {output} "
+        "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m pipeline.parsing shard {input.weights} {input.annotations} {output} "
         "{params.options} > {log} 2>&1"
 
 

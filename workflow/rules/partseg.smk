@@ -19,7 +19,7 @@ rule partseg_shard:
         mem_mb=4000,
         runtime=60,
     shell:
-        "OMP_NUM_THREADS={threads} python -m pipeline.partseg shard {input.body} {input.annotations} {output} "
+        "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m pipeline.partseg shard {input.body} {input.annotations} {output} "
         "{params.options} > {log} 2>&1"
 
 

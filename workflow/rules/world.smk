@@ -20,7 +20,7 @@ rule world_image_shard:
         mem_mb=3000,
         runtime=30,
     shell:
-        "OMP_NUM_THREADS={threads} python -m pipeline.world images {input.body} {output} "
+        "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m pipeline.world images {input.body} {output} "
         "--split {wildcards.split} {params.options} > {log} 2>&1"
 
 
@@ -59,7 +59,7 @@ rule world_scan_shard:
         mem_mb=3000,
         runtime=30,
     shell:
-        "OMP_NUM_THREADS={threads} python -m pipeline.world scans {input.body} {output} "
+        "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m pipeline.world scans {input.body} {output} "
         "{params.options} > {log} 2>&1"
 
 
