@@ -52,7 +52,7 @@ class ParsingSettings:
     box_growth_at_224: float = 30.0
     min_pixels_at_224: int = 60
     batch_size: int = 1  # images per forward; 1 is fastest on CPU (measured), GPUs like more
-    optimize: bool = True  # TorchScript-optimised network (see OptimizedNetwork)
+    optimize: bool = True  # TorchScript-optimised network in crop mode (see OptimizedNetwork)
     device: str = "cpu"
     extra: dict = field(default_factory=dict)
 
@@ -213,7 +213,8 @@ class ParserRunner:
 
     def __init__(self, net: torch.nn.Module, settings: ParsingSettings):
         net = net.to(settings.device).eval()
-        self.net = OptimizedNetwork(net) if settings.optimize else net
+        # traced per input shape: worth it for fixed-size crops, not for whole images of every size
+        self.net = OptimizedNetwork(net) if settings.optimize and settings.mode == "crop" else net
         self.settings = settings
 
     def _logits(self, images: list[np.ndarray], scales) -> torch.Tensor:
