@@ -388,37 +388,6 @@ class GraphonomyUniversal(_GraphonomyBase):
 
 VARIANTS = {"transfer": GraphonomyTransfer, "universal": GraphonomyUniversal}
 
-_CONV_BN_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("skip", "skipbn"), ("depthwise", "depthwise_bn"),
-                  ("pointwise", "pointwise_bn"), ("atrous_convolution", "bn"),
-                  ("concat_projection_conv1", "concat_projection_bn1"), ("feature_projection_conv1", "feature_projection_bn1"))
-
-
-@torch.no_grad()
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    conv.weight.mul_(scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """For inference: fold every BatchNorm into the convolution before it (same outputs up to rounding,
-    fewer passes over memory). The model's state dict no longer has the official layout afterwards."""
-    if model.training:
-        raise ValueError("fold BatchNorm in eval mode only")
-    for module in list(model.modules()):
-        for conv_name, bn_name in _CONV_BN_PAIRS:
-            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                _fold(conv, bn)
-                setattr(module, bn_name, nn.Identity())
-    pool = getattr(model, "global_avg_pool", None)
-    if isinstance(pool, nn.Sequential) and isinstance(pool[2], nn.BatchNorm2d):
-        _fold(pool[1], pool[2])
-        pool[2] = nn.Identity()
-    return model
-
-
 def build(variant: str = "transfer", **kwargs) -> _GraphonomyBase:
     if variant not in VARIANTS:
         raise ValueError(f"unknown Graphonomy variant {variant!r}: {sorted(VARIANTS)}")
