@@ -39,22 +39,35 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:2, :2].T + matrix[:2, 2]
 
 
+def source_points(matrix: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """(H_out, W_out, 2) input-pixel coordinates of every output pixel centre, `matrix` mapping input
+    pixels to output pixels."""
+    h_out, w_out = out_size
+    ys, xs = np.meshgrid(np.arange(h_out, dtype=np.float64), np.arange(w_out, dtype=np.float64), indexing="ij")
+    return transform_points(np.stack([xs, ys], axis=-1), np.linalg.inv(matrix))
+
+
+def sampling_grid(matrix: np.ndarray, out_size: tuple[int, int], in_size: tuple[int, int]) -> np.ndarray:
+    """The grid for `F.grid_sample(..., align_corners=True)` (which puts -1/+1 on the centres of the edge
+    pixels) that resamples an input of `in_size` (height, width) into `out_size`."""
+    src = source_points(matrix, out_size)
+    h_in, w_in = in_size
+    return np.stack([2 * src[..., 0] / max(w_in - 1, 1) - 1, 2 * src[..., 1] / max(h_in - 1, 1) - 1], axis=-1)
+
+
 def warp(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int], nearest: bool, fill: float = 0) -> np.ndarray:
     """Resample `image` (H, W) or (H, W, C) into an output of `out_size` (height, width), where `matrix`
     maps input pixels to output pixels. Nearest for label maps (values kept exactly), bilinear for images."""
     h_out, w_out = out_size
     h_in, w_in = image.shape[:2]
-    inverse = np.linalg.inv(matrix)
-    ys, xs = np.meshgrid(np.arange(h_out, dtype=np.float64), np.arange(w_out, dtype=np.float64), indexing="ij")
-    src = transform_points(np.stack([xs, ys], axis=-1), inverse)
     if nearest:
+        src = source_points(matrix, out_size)
         xi, yi = np.rint(src[..., 0]).astype(np.int64), np.rint(src[..., 1]).astype(np.int64)
         valid = (xi >= 0) & (xi < w_in) & (yi >= 0) & (yi < h_in)
         out = np.full((h_out, w_out) + image.shape[2:], fill, dtype=image.dtype)
         out[valid] = image[yi[valid], xi[valid]]
         return out
-    # bilinear: grid_sample with align_corners=True puts -1/+1 on the centres of the edge pixels
-    grid = np.stack([2 * src[..., 0] / max(w_in - 1, 1) - 1, 2 * src[..., 1] / max(h_in - 1, 1) - 1], axis=-1)
+    grid = sampling_grid(matrix, out_size, (h_in, w_in))
     img = torch.from_numpy(image.astype(np.float32))  # a copy: images from PIL are read-only
     img = img.unsqueeze(-1) if img.ndim == 2 else img
     sampled = F.grid_sample(img.permute(2, 0, 1)[None] - fill, torch.as_tensor(grid, dtype=torch.float32)[None],

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.crop import crop_matrix, transform_points
+from pipeline.crop import crop_matrix, sampling_grid, transform_points
 from pipeline.labelsets import CIHP, CIHP_FLIP_PAIRS, CIHP_IGNORE, NUM_CIHP_CLASSES
 from pipeline.skeleton import NUM_OPENPOSE_JOINTS
 
@@ -147,11 +147,7 @@ def multiscale_logits(net, images, scales, flip: bool = True) -> torch.Tensor:
 def resample_logits(logits: torch.Tensor, matrix: np.ndarray, out_res: int) -> torch.Tensor:
     """Logits (C, H, W) on a pixel grid -> (C, out_res, out_res) on another, `matrix` mapping the input
     grid's pixels to the output's (pixel centres on integers); bilinear, zeros outside."""
-    c, h, w = logits.shape
-    inverse = np.linalg.inv(matrix)
-    ys, xs = np.meshgrid(np.arange(out_res, dtype=np.float64), np.arange(out_res, dtype=np.float64), indexing="ij")
-    src = transform_points(np.stack([xs, ys], -1), inverse)
-    grid = np.stack([2 * src[..., 0] / max(w - 1, 1) - 1, 2 * src[..., 1] / max(h - 1, 1) - 1], -1)
+    grid = sampling_grid(matrix, (out_res, out_res), tuple(logits.shape[-2:]))
     grid_t = torch.as_tensor(grid, dtype=logits.dtype, device=logits.device)[None]
     return F.grid_sample(logits[None], grid_t, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
 
