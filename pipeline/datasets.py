@@ -62,6 +62,21 @@ class Annotations:
     def image_path(self, index: int) -> Path:
         return self.image_root / str(self.arrays["imgname"][index])
 
+    def crop(self, index: int, resolution: int) -> np.ndarray:
+        """The row's photo (RGB uint8) resampled into its crop frame at `resolution` pixels."""
+        from PIL import Image
+
+        from pipeline.crop import crop_matrix, warp
+
+        photo = np.asarray(Image.open(self.image_path(index)).convert("RGB"))
+        matrix = crop_matrix(self.arrays["center"][index], self.arrays["scale"][index], resolution)
+        return warp(photo, matrix, (resolution, resolution), nearest=False)
+
+    def require_rows(self, indices: range) -> None:
+        """A shard's row range must lie inside the file."""
+        if indices.stop > len(self):
+            raise ValueError(f"dataset {self.name} ({self.path}) has {len(self)} rows; shard asks for rows up to {indices.stop - 1}")
+
     def error(self, index: int, message: str) -> AnnotationError:
         return AnnotationError(f"dataset {self.name} ({self.path}), row {index} ({self.arrays['imgname'][index]}): {message}")
 

@@ -309,8 +309,7 @@ def write_shard(weights: str, variant: str, annotations_file: str, images_root: 
     from pipeline.io import save_npz
 
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
-    if indices.stop > len(ann):
-        raise ValueError(f"dataset {dataset} ({annotations_file}) has {len(ann)} rows; shard asks for rows up to {indices.stop - 1}")
+    ann.require_rows(indices)
     net = from_pretrained(weights, variant=variant)
     result = ParserRunner(net, settings).run(ann, indices)
     result["imgname"] = ann["imgname"][indices.start:indices.stop]
@@ -371,9 +370,6 @@ def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
     import json
     from pathlib import Path
 
-    from PIL import Image
-
-    from pipeline.crop import warp
     from pipeline.datasets import load_annotations
     from pipeline.figures import save_grid
     from pipeline.labelsets import palette
@@ -388,8 +384,7 @@ def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
         for k in np.flatnonzero(~shards["skipped"])[:per_dataset]:
             i = int(shards["index"][k])
             res = shards["labels"].shape[-1]
-            photo = np.asarray(Image.open(ann.image_path(i)).convert("RGB"))
-            crop = warp(photo, crop_matrix(ann["center"][i], ann["scale"][i], res), (res, res), nearest=False)
+            crop = ann.crop(i, res)
             raw = shards["labels"][k]
             cleaned = clean_labels(raw, None if np.isnan(shards["box"][k]).any() else shards["box"][k])
             rows.append(np.concatenate([crop, colours[raw], colours[cleaned]], axis=1))

@@ -205,8 +205,7 @@ def write_shard(body_file: str, annotations_file: str, images_root: str, dataset
     from pipeline.io import save_npz
 
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
-    if indices.stop > len(ann):
-        raise ValueError(f"dataset {dataset} ({annotations_file}) has {len(ann)} rows; shard asks for rows up to {indices.stop - 1}")
+    ann.require_rows(indices)
     renderer = PartLabelRenderer(BodyModel.from_file(body_file), settings)
     try:
         out_arrays = renderer.render(ann, indices)
@@ -297,9 +296,6 @@ def partseg_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
     import json
     from pathlib import Path
 
-    from PIL import Image
-
-    from pipeline.crop import warp
     from pipeline.datasets import load_annotations
     from pipeline.figures import save_grid
     from pipeline.labelsets import NUM_PART_CLASSES, palette
@@ -315,8 +311,7 @@ def partseg_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
                 break
             i = int(labels["index"][k])
             res = labels["parts"].shape[-1]
-            photo = np.asarray(Image.open(ann.image_path(i)).convert("RGB"))
-            crop = warp(photo, crop_matrix(ann["center"][i], ann["scale"][i], res), (res, res), nearest=False)
+            crop = ann.crop(i, res)
             parts = labels["parts"][k]
             mixed = crop.astype(float)
             mixed[parts > 0] = 0.35 * mixed[parts > 0] + 0.65 * colours[parts[parts > 0]]

@@ -33,18 +33,15 @@ log = logging.getLogger("trainers.demo_parser")
 
 def load_training_set(annotations_file: str, gt_file: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """Crops (N, R, R, 3) uint8 and their ground-truth CIHP maps (N, R, R) in the same crop frame."""
-    from PIL import Image
-
     ann = load_annotations(annotations_file)
     with np.load(gt_file, allow_pickle=False) as z:
         gt = z["crop_cihp"]
     label_res = gt.shape[-1]
     images, labels = [], []
     for i in range(len(ann)):
-        photo = np.asarray(Image.open(ann.image_path(i)).convert("RGB"))
-        to_crop = crop_matrix(ann["center"][i], ann["scale"][i], resolution)
-        images.append(warp(photo, to_crop, (resolution, resolution), nearest=False))
-        between = to_crop @ np.linalg.inv(crop_matrix(ann["center"][i], ann["scale"][i], label_res))
+        images.append(ann.crop(i, resolution))
+        between = crop_matrix(ann["center"][i], ann["scale"][i], resolution) @ np.linalg.inv(
+            crop_matrix(ann["center"][i], ann["scale"][i], label_res))
         labels.append(gt[i] if resolution == label_res else warp(gt[i], between, (resolution, resolution), nearest=True))
     return np.stack(images), np.stack(labels)
 
