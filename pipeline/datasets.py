@@ -123,8 +123,11 @@ def load_annotations(path: str | Path, image_root: str | Path | None = None, nam
             raise AnnotationError(f"dataset {name} ({path}): '{key}' has shape {arrays[key].shape}, expected {(n, *shape)}")
     arrays["imgname"] = arrays["imgname"].astype(str)
     ann = Annotations(name, path, Path(image_root) if image_root is not None else path.parent, arrays)
-    for index in range(n):
-        ann.check_row(index)
+    # every shard job loads the whole file: find a bad row with array operations, report it with check_row
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(arrays["center"]).all(axis=1) | ~(np.isfinite(arrays["scale"]) & (arrays["scale"] > 0))
+    if bad.any():
+        ann.check_row(int(np.flatnonzero(bad)[0]))
     return ann
 
 
