@@ -271,10 +271,10 @@ def check_against_ground_truth(pairs: list[tuple[str, str]], out: str, min_agree
         ann = load_annotations(annotations_file)
         for key in ("cam_intrinsics", "transl"):
             ann.arrays.pop(key, None)
-        renderer = PartLabelRenderer(BodyModel.from_file(body_file), PartsegSettings(resolution=int(np.load(gt_file)["crop_parts"].shape[-1])))
-        labels = renderer.render(ann, range(len(ann)))
         with np.load(gt_file, allow_pickle=False) as z:
             gt = z["crop_parts"]
+        renderer = PartLabelRenderer(BodyModel.from_file(body_file), PartsegSettings(resolution=gt.shape[-1]))
+        labels = renderer.render(ann, range(len(ann)))
         use = ~labels["absent"] & ~labels["skipped"]
         m = label_agreement(labels["parts"][use], gt[use])
         silhouette = (labels["parts"][use] > 0), (gt[use] > 0)
