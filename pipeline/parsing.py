@@ -223,9 +223,42 @@ class ParserRunner:
             return (1.0,)
         return tuple(self.settings.scales)
 
-    def run(self, ann, indices: range) -> dict[str, np.ndarray]:
+    def label_crops(self, jobs):
+        """Parse images into label maps of their label crop frames: `jobs` yields (key, image, center,
+        scale), image uint8 RGB (H, W, 3) and (center, scale) the person's box in SPIN's convention;
+        yields (key, labels (R, R) uint8) at the label resolution, in the jobs' order. Batched per
+        `batch_size` in crop mode, one at a time in full mode. The pseudo-label and prior stages both
+        parse through here."""
         from pipeline.crop import warp
 
+        s = self.settings
+        res = s.label_resolution
+        pending: list[tuple[object, np.ndarray, np.ndarray]] = []  # (key, parser input, input -> label-crop map)
+
+        def flush():
+            if not pending:
+                return []
+            logits = self._logits([p[1] for p in pending], self._scales(*pending[0][1].shape[:2]))
+            done = [(key, resample_logits(lg, matrix, res).argmax(0).to(torch.uint8).cpu().numpy())
+                    for (key, _, matrix), lg in zip(pending, logits)]
+            pending.clear()
+            return done
+
+        for key, image, center, scale in jobs:
+            label_crop = crop_matrix(center, scale, res)
+            if s.mode == "crop":
+                parser_crop = crop_matrix(center, scale * s.context, s.input_resolution)
+                crop = warp(image, parser_crop, (s.input_resolution, s.input_resolution), nearest=False)
+                pending.append((key, crop, label_crop @ np.linalg.inv(parser_crop)))
+                if len(pending) == s.batch_size:
+                    yield from flush()
+            else:  # the whole image, one at a time (sizes differ)
+                yield from flush()
+                pending.append((key, image, label_crop))
+                yield from flush()
+        yield from flush()
+
+    def run(self, ann, indices: range) -> dict[str, np.ndarray]:
         s = self.settings
         res = s.label_resolution
         n = len(indices)
@@ -238,44 +271,28 @@ class ParserRunner:
             "skipped": np.zeros(n, bool),
             "reason": np.full(n, "", dtype=object),
         }
-        pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (row, parser input, input -> label-crop map)
 
-        def flush():
-            if not pending:
-                return
-            logits = self._logits([p[1] for p in pending], self._scales(*pending[0][1].shape[:2]))
-            for (j, _, matrix), lg in zip(pending, logits):
-                resampled = resample_logits(lg, matrix, res)
-                out["labels"][j] = resampled.argmax(0).to(torch.uint8).cpu().numpy()
-            pending.clear()
+        def jobs():
+            for j, i in enumerate(indices):
+                ann.check_row(i)
+                label_crop = crop_matrix(ann["center"][i], ann["scale"][i], res)
+                kp = sample_keypoints(ann, i, s.keypoint_threshold).copy()
+                kp[:, :2] = transform_points(kp[:, :2], label_crop)
+                box = keypoint_box(kp, s.keypoint_threshold, s.box_growth_at_224 * res / 224.0)
+                if box is None:
+                    out["no_keypoints"][j] = True
+                    out["reason"][j] = f"no keypoint with confidence above {s.keypoint_threshold}"
+                else:
+                    out["box"][j] = box
+                image, problem = _load_image(ann.image_path(i))
+                if image is None:
+                    out["skipped"][j] = True
+                    out["reason"][j] = problem
+                    continue
+                yield j, image, ann["center"][i], ann["scale"][i]
 
-        for j, i in enumerate(indices):
-            ann.check_row(i)
-            label_crop = crop_matrix(ann["center"][i], ann["scale"][i], res)
-            kp = sample_keypoints(ann, i, s.keypoint_threshold).copy()
-            kp[:, :2] = transform_points(kp[:, :2], label_crop)
-            box = keypoint_box(kp, s.keypoint_threshold, s.box_growth_at_224 * res / 224.0)
-            if box is None:
-                out["no_keypoints"][j] = True
-                out["reason"][j] = f"no keypoint with confidence above {s.keypoint_threshold}"
-            else:
-                out["box"][j] = box
-            image, problem = _load_image(ann.image_path(i))
-            if image is None:
-                out["skipped"][j] = True
-                out["reason"][j] = problem
-                continue
-            if s.mode == "crop":
-                parser_crop = crop_matrix(ann["center"][i], ann["scale"][i] * s.context, s.input_resolution)
-                crop = warp(image, parser_crop, (s.input_resolution, s.input_resolution), nearest=False)
-                pending.append((j, crop, label_crop @ np.linalg.inv(parser_crop)))
-                if len(pending) == s.batch_size:
-                    flush()
-            else:  # the whole image, one at a time (sizes differ)
-                flush()
-                pending.append((j, image, label_crop))
-                flush()
-        flush()
+        for j, labels in self.label_crops(jobs()):
+            out["labels"][j] = labels
         for j in range(n):
             if not out["skipped"][j]:
                 cleaned = clean_labels(out["labels"][j], None if out["no_keypoints"][j] else out["box"][j])
@@ -396,6 +413,32 @@ def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
     save_grid(rows, out, banner=banner)
 
 
+def add_inference_arguments(p) -> None:
+    """The parser-inference options, shared by every command line that parses (pseudo-labels, prior)."""
+    p.add_argument("--variant", choices=("transfer", "universal"), default="transfer")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="dsr")
+    p.add_argument("--scales", type=float, nargs="+")
+    p.add_argument("--flip", dest="flip", action="store_true", default=None)
+    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--mode", choices=("crop", "full"), default="crop")
+    p.add_argument("--input-resolution", type=int, default=512)
+    p.add_argument("--context", type=float, default=1.0)
+    p.add_argument("--label-resolution", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="auto")
+
+
+def resolve_device(device: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def settings_from_arguments(args) -> ParsingSettings:
+    overrides = {k: v for k, v in (("scales", tuple(args.scales) if args.scales else None), ("flip", args.flip)) if v is not None}
+    return ParsingSettings.preset(args.preset, mode=args.mode, input_resolution=args.input_resolution,
+                                  context=args.context, label_resolution=args.label_resolution,
+                                  batch_size=args.batch_size, device=resolve_device(args.device), **overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import logging
@@ -410,17 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", required=True)
     p.add_argument("--images", required=True)
     p.add_argument("--indices", type=int, nargs=2, required=True, metavar=("START", "STOP"))
-    p.add_argument("--variant", choices=("transfer", "universal"), default="transfer")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="dsr")
-    p.add_argument("--scales", type=float, nargs="+")
-    p.add_argument("--flip", dest="flip", action="store_true", default=None)
-    p.add_argument("--no-flip", dest="flip", action="store_false")
-    p.add_argument("--mode", choices=("crop", "full"), default="crop")
-    p.add_argument("--input-resolution", type=int, default=512)
-    p.add_argument("--context", type=float, default=1.0)
-    p.add_argument("--label-resolution", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    add_inference_arguments(p)
     p = sub.add_parser("index", help="index a dataset's shards, with the manifest of skipped images")
     p.add_argument("out")
     p.add_argument("shards", nargs="+")
@@ -438,11 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("pipeline.parsing")
     start = time.perf_counter()
     if args.command == "shard":
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        overrides = {k: v for k, v in (("scales", tuple(args.scales) if args.scales else None), ("flip", args.flip)) if v is not None}
-        settings = ParsingSettings.preset(args.preset, mode=args.mode, input_resolution=args.input_resolution,
-                                          context=args.context, label_resolution=args.label_resolution,
-                                          batch_size=args.batch_size, device=device, **overrides)
+        settings = settings_from_arguments(args)
+        device = settings.device
         counts = write_shard(args.weights, args.variant, args.annotations, args.images, args.dataset,
                              range(*args.indices), args.out, settings)
         log.info("%s rows %d-%d on %s, scales %s flip %s: %s, %.2f images/s", args.dataset, args.indices[0], args.indices[1] - 1,
