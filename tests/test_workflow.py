@@ -36,6 +36,7 @@ def workdir(tmp_path):
     config["world"].update(SMALL_WORLD)
     config["parsing"]["demo"] = {"steps": 20, "input_resolution": 96, "batch_size": 4}
     config["parsing"]["scales"] = [1.0, 0.75]
+    config["prior"] = {"shard_size": 2, "resolution": 128}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
@@ -51,7 +52,8 @@ def test_dry_run_plans_all(workdir):
                         ("world_scan_shard", 2), ("world_scan_index", 1), ("world_figure", 1),
                         ("partseg_shard", 3), ("partseg_index", 3), ("partseg_check", 1), ("partseg_figure", 1),
                         ("parsing_demo_weights", 1), ("parsing_shard", 3), ("parsing_index", 3), ("parsing_check", 1),
-                        ("parsing_figure", 1)):
+                        ("parsing_figure", 1), ("prior_map", 2), ("prior_reduce", 1), ("prior_check", 1),
+                        ("prior_figure", 1)):
         assert re.search(rf"^{rule}\s+{count}$", proc.stdout, re.M), (rule, proc.stdout[-1500:])
 
 
@@ -84,6 +86,12 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert parsing["samples"] == 6 and 0 <= parsing["miou"] <= 1 and "meets_goal" in parsing  # a 20-step parser: no bar
     index = json.loads((workdir / "results/parsing/demo_train/index.json").read_text())
     assert index["counts"]["rows"] == 6 and index["counts"]["skipped"] == 0
+    prior_check = json.loads((workdir / "results/checks/prior.json").read_text())
+    assert prior_check["scans_with_ground_truth"] == 3 and 0 <= prior_check["argmax_agreement"] <= 1
+    with np.load(workdir / "results/prior/clothing_prior.npz") as z:
+        assert int(z["num_views"]) == 3 * 4 and list(z["scans"]) == ["scan_00000", "scan_00001", "scan_00002"]
+        assert z["face_prior"].shape == (len(model.faces), 20) and np.allclose(z["vertex_prior"].sum(1), 1, atol=1e-5)
+    assert np.asarray(Image.open(workdir / "results/figures/prior.png")).shape[1] > 600
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     # growing the train split reruns its last shard, its merge and the figure; nothing else
@@ -96,10 +104,21 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert jobs == {"world_image_shard": "1", "world_split": "1", "world_figure": "1", "partseg_shard": "1",
                     "partseg_index": "1", "partseg_check": "1", "partseg_figure": "1", "parsing_demo_weights": "1",
                     "parsing_shard": "3", "parsing_index": "3", "parsing_check": "1", "parsing_figure": "1",
-                    "all": "1"}, plan[-2000:]
+                    "prior_map": "2", "prior_reduce": "1", "prior_check": "1", "prior_figure": "1", "all": "1"}, plan[-2000:]
     assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan
+
+
+def test_a_prior_of_papers_size_splits_into_shard_jobs(workdir):
+    """2,500 scans x 10 views (DSR's AGORA prior): 250 map jobs of 10 scans, one reduce."""
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["world"]["scans"].update({"count": 2500, "shard_size": 500, "views": 10})
+    config["prior"] = {"shard_size": 10}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    plan = snakemake("-n", "--cores", "8", "prior", cwd=workdir).stdout
+    assert re.search(r"^prior_map\s+250$", plan, re.M) and re.search(r"^prior_reduce\s+1$", plan, re.M), plan[-1500:]
+    assert "--indices 2490 2500" in plan
 
 
 def check_absent(workdir):
