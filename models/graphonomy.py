@@ -419,7 +419,7 @@ def detect_variant(state: dict) -> str:
 def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_softmax: bool = True,
                     source_third_layer: str = "conv2") -> _GraphonomyBase:
     """A Graphonomy model with the weights in `path` loaded strictly. The family is detected from the
-    keys (and checked against `variant` when given); the width from the first convolution, so the
+    keys (and checked against `variant` when given); the width from the ASPP input channels, so the
     demo parser's checkpoints load the same way. Missing BatchNorm `num_batches_tracked` entries
     (PyTorch 0.4 files) are zero-filled counters, not weights."""
     path = Path(path)
@@ -433,7 +433,9 @@ def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_soft
     found = detect_variant(state)
     if variant is not None and variant != found:
         raise ValueError(f"{path} holds the {found} Graphonomy model, but variant {variant!r} was asked for")
-    width = state["xception_features.conv1.weight"].shape[0] / 32.0
+    # the widest layer's input (2048 channels at width 1) gives the multiplier exactly; narrow layers are
+    # clamped to at least 4 channels and cannot tell small widths apart
+    width = state["aspp1.atrous_convolution.weight"].shape[1] / 2048.0
     model = build(found, width=width, graph2fea_softmax=graph2fea_softmax, source_third_layer=source_third_layer)
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in state:
