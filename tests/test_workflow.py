@@ -53,7 +53,7 @@ def test_dry_run_plans_all(workdir):
                         ("partseg_shard", 3), ("partseg_index", 3), ("partseg_check", 1), ("partseg_figure", 1),
                         ("parsing_demo_weights", 1), ("parsing_shard", 3), ("parsing_index", 3), ("parsing_check", 1),
                         ("parsing_figure", 1), ("prior_map", 2), ("prior_reduce", 1), ("prior_check", 1),
-                        ("prior_figure", 1)):
+                        ("prior_figure", 1), ("pack_split", 3)):
         assert re.search(rf"^{rule}\s+{count}$", proc.stdout, re.M), (rule, proc.stdout[-1500:])
 
 
@@ -92,6 +92,10 @@ def test_run_builds_body_model_world_and_figures(workdir):
         assert int(z["num_views"]) == 3 * 4 and list(z["scans"]) == ["scan_00000", "scan_00001", "scan_00002"]
         assert z["face_prior"].shape == (len(model.faces), 20) and np.allclose(z["vertex_prior"].sum(1), 1, atol=1e-5)
     assert np.asarray(Image.open(workdir / "results/figures/prior.png")).shape[1] > 600
+    from pipeline.pack import verify
+
+    for split in ("train", "test", "occluded"):
+        assert verify(workdir / f"results/packed/demo_{split}.h5") == ([], [])
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     # growing the train split reruns its last shard, its merge and the figure; nothing else
@@ -104,7 +108,8 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert jobs == {"world_image_shard": "1", "world_split": "1", "world_figure": "1", "partseg_shard": "1",
                     "partseg_index": "1", "partseg_check": "1", "partseg_figure": "1", "parsing_demo_weights": "1",
                     "parsing_shard": "3", "parsing_index": "3", "parsing_check": "1", "parsing_figure": "1",
-                    "prior_map": "2", "prior_reduce": "1", "prior_check": "1", "prior_figure": "1", "all": "1"}, plan[-2000:]
+                    "prior_map": "2", "prior_reduce": "1", "prior_check": "1", "prior_figure": "1", "pack_split": "3",
+                    "all": "1"}, plan[-2000:]
     assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan

@@ -1,0 +1,401 @@
+"""Pack one dataset split into one HDF5 file: annotations, image crops, part labels, parser labels,
+flags, the clothing prior, and the provenance of every input. Training reads packed files only.
+
+Layout (N rows, label crop R x R, image crop C x C with C = round(R * context)):
+
+    /annotations/<key>      every array of the annotation file, row-aligned (strings as UTF-8 bytes)
+    /images                 JPEG bytes per row (variable length), or (N, C, C, 3) uint8 with image_format raw
+    /image_ok, /image_error whether the row's photo could be read, and why not
+    /parts/labels           (N, R, R) uint8, 0 background, 1..24 SMPL parts (PARE)
+    /parts/absent, /parts/skipped, /parts/cam_t
+    /parsing/labels         (N, R, R) uint8 raw CIHP labels (DSR), with box, min_clothing_valid,
+                            no_keypoints, skipped (see pipeline.parsing for the cleaning they drive)
+    /flags/has_smpl, /flags/has_parts, /flags/has_parser, /flags/has_image
+    /prior/vertex_prior, /prior/face_prior   the clothing prior the file was packed with (when given)
+
+The image crop shares the label crop's centre and pixel density and covers `context` times its side,
+so the label crop is the image crop's centre R x R window and augmentation keeps context.
+
+File attributes: format_version, dataset, rows, image_format, image_resolution, label_resolution,
+context, `inputs` (JSON: path and SHA-256 of every input: annotations, each image (combined into one
+image-list hash), body model, part-label and parser shards, parser weights, prior) and `config` (JSON
+of the config subset that shaped the file, with its hash), and `content_sha256` (JSON: per dataset,
+recomputed by `verify`). Written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("pipeline.pack")
+
+FORMAT_VERSION = 1
+PART_MAX = 24
+CIHP_MAX = 19
+IGNORE = 255
+
+
+@dataclass
+class PackSettings:
+    label_resolution: int = 224
+    context: float = 1.25  # image crop side / label crop side
+    image_format: str = "jpeg"  # "jpeg" or "raw" (bench/loader.py measures the trade-off)
+    jpeg_quality: int = 95
+    label_compression: int = 1  # gzip level for label maps (one chunk per row)
+
+    @property
+    def image_resolution(self) -> int:
+        return int(round(self.label_resolution * self.context))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def image_crop_matrix(center, scale: float, settings: PackSettings) -> np.ndarray:
+    from pipeline.crop import crop_matrix
+
+    return crop_matrix(center, scale * settings.context, settings.image_resolution)
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def decode_jpeg(data: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.tobytes())) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _strings(values) -> np.ndarray:
+    return np.array([str(v).encode("utf-8") for v in values], dtype=object)
+
+
+def _content_hash(dset) -> str:
+    """SHA-256 of a dataset's values, row block by row block (never the whole array in memory)."""
+    import h5py
+
+    h = hashlib.sha256()
+    h.update(str(dset.shape).encode() + str(dset.dtype).encode())
+    n = dset.shape[0] if dset.shape else 0
+    if not dset.shape:
+        h.update(np.asarray(dset[()]).tobytes())
+        return h.hexdigest()
+    vlen = h5py.check_vlen_dtype(dset.dtype) is not None or dset.dtype == object
+    step = 256
+    for start in range(0, n, step):
+        block = dset[start:start + step]
+        if vlen:
+            for item in block:
+                data = item if isinstance(item, (bytes, bytearray)) else np.asarray(item).tobytes()
+                h.update(len(data).to_bytes(8, "little") + data)
+        else:
+            h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()
+
+
+def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, settings: PackSettings,
+               partseg_index: str | None = None, parsing_index: str | None = None, body_file: str | None = None,
+               parser_weights: str | None = None, prior_file: str | None = None, config_subset: dict | None = None,
+               progress: bool = True) -> dict:
+    import h5py
+    from tqdm import tqdm
+
+    from pipeline.crop import warp
+    from pipeline.datasets import load_annotations
+    from pipeline.io import atomic_output
+    from pipeline.parsing import _load_image
+    from pipeline.shards import load_shards
+
+    ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
+    n = len(ann)
+    R, C = settings.label_resolution, settings.image_resolution
+    inputs = {"annotations": {"path": str(annotations_file), "sha256": sha256_file(annotations_file)}}
+    for key, path in (("body_model", body_file), ("parser_weights", parser_weights), ("prior", prior_file)):
+        if path is not None:
+            inputs[key] = {"path": str(path), "sha256": sha256_file(path)}
+    parts = parsing = None
+    if partseg_index is not None:
+        parts = load_shards(partseg_index, ("index", "parts", "absent", "skipped", "cam_t"))
+        inputs["part_labels"] = _shard_hashes(partseg_index)
+        if not np.array_equal(parts["index"], np.arange(n)) or parts["parts"].shape[-1] != R:
+            raise ValueError(f"{partseg_index}: part labels cover rows {parts['index'][:1]}..{parts['index'][-1:]} at "
+                             f"{parts['parts'].shape[-1]} px; {annotations_file} has {n} rows and the pack needs {R} px: rerun partseg")
+    if parsing_index is not None:
+        parsing = load_shards(parsing_index, ("index", "labels", "box", "min_clothing_valid", "no_keypoints", "skipped"))
+        inputs["parser_labels"] = _shard_hashes(parsing_index)
+        if not np.array_equal(parsing["index"], np.arange(n)) or parsing["labels"].shape[-1] != R:
+            raise ValueError(f"{parsing_index}: parser labels do not cover the {n} rows of {annotations_file} at {R} px: rerun parsing")
+    config_json = json.dumps(config_subset or {}, sort_keys=True)
+    image_hash = hashlib.sha256()
+    counts = {"rows": n, "images_missing": 0}
+    with atomic_output(out) as tmp:
+        with h5py.File(tmp, "w") as f:
+            grp = f.create_group("annotations")
+            for key, value in ann.arrays.items():
+                if value.dtype.kind in "US":
+                    grp.create_dataset(key, data=_strings(value), dtype=h5py.string_dtype())
+                else:
+                    grp.create_dataset(key, data=value)
+            if settings.image_format == "jpeg":
+                images = f.create_dataset("images", (n,), dtype=h5py.vlen_dtype(np.uint8))
+            elif settings.image_format == "raw":
+                images = f.create_dataset("images", (n, C, C, 3), dtype=np.uint8, chunks=(1, C, C, 3))
+            else:
+                raise ValueError(f"unknown image_format {settings.image_format!r} (jpeg or raw)")
+            image_ok = np.zeros(n, bool)
+            image_error = []
+            for i in tqdm(range(n), desc=f"pack {dataset}", disable=not progress, mininterval=5):
+                ann.check_row(i)
+                path = ann.image_path(i)
+                photo, problem = _load_image(path)
+                image_error.append(problem)
+                if photo is None:
+                    image_hash.update(f"{ann['imgname'][i]}:missing\n".encode())
+                    continue
+                image_hash.update(f"{ann['imgname'][i]}:{sha256_file(path)}\n".encode())
+                crop = warp(photo, image_crop_matrix(ann["center"][i], ann["scale"][i], settings), (C, C), nearest=False)
+                images[i] = encode_jpeg(crop, settings.jpeg_quality) if settings.image_format == "jpeg" else crop
+                image_ok[i] = True
+            counts["images_missing"] = int((~image_ok).sum())
+            inputs["images"] = {"path": str(images_root), "sha256": image_hash.hexdigest(), "count": n}
+            f.create_dataset("image_ok", data=image_ok)
+            f.create_dataset("image_error", data=_strings(image_error), dtype=h5py.string_dtype())
+            label_opts = dict(chunks=(1, R, R), compression="gzip", compression_opts=settings.label_compression)
+            flags = f.create_group("flags")
+            flags.create_dataset("has_smpl", data=ann.has_smpl)
+            flags.create_dataset("has_image", data=image_ok)
+            if parts is not None:
+                g = f.create_group("parts")
+                g.create_dataset("labels", data=parts["parts"], **label_opts)
+                for key in ("absent", "skipped", "cam_t"):
+                    g.create_dataset(key, data=parts[key])
+                flags.create_dataset("has_parts", data=~(parts["absent"] | parts["skipped"]) & image_ok)
+                counts["with_parts"] = int(flags["has_parts"][()].sum())
+            if parsing is not None:
+                g = f.create_group("parsing")
+                g.create_dataset("labels", data=parsing["labels"], **label_opts)
+                for key in ("box", "min_clothing_valid", "no_keypoints", "skipped"):
+                    g.create_dataset(key, data=parsing[key])
+                flags.create_dataset("has_parser", data=~(parsing["skipped"] | parsing["no_keypoints"]) & image_ok)
+                counts["with_parser"] = int(flags["has_parser"][()].sum())
+            if prior_file is not None:
+                with np.load(prior_file, allow_pickle=False) as z:
+                    g = f.create_group("prior")
+                    g.create_dataset("vertex_prior", data=z["vertex_prior"])
+                    g.create_dataset("face_prior", data=z["face_prior"])
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["dataset"] = dataset
+            f.attrs["rows"] = n
+            f.attrs["image_format"] = settings.image_format
+            f.attrs["image_resolution"] = C
+            f.attrs["label_resolution"] = R
+            f.attrs["context"] = settings.context
+            f.attrs["settings"] = json.dumps(asdict(settings), sort_keys=True)
+            f.attrs["inputs"] = json.dumps(inputs, sort_keys=True)
+            f.attrs["input_root"] = str(Path.cwd())  # relative input paths are relative to this folder
+            f.attrs["config"] = config_json
+            f.attrs["config_sha256"] = hashlib.sha256(config_json.encode()).hexdigest()
+            content = {}
+            f.visititems(lambda name, obj: content.__setitem__(name, _content_hash(obj)) if isinstance(obj, h5py.Dataset) else None)
+            f.attrs["content_sha256"] = json.dumps(content, sort_keys=True)
+    return counts
+
+
+def _shard_hashes(index_file: str) -> dict:
+    index = json.loads(Path(index_file).read_text())
+    h = hashlib.sha256()
+    for shard in index["shards"]:
+        h.update(sha256_file(Path(index_file).parent / shard["file"]).encode())
+    return {"path": str(index_file), "sha256": h.hexdigest(), "shards": len(index["shards"])}
+
+
+# ---------------------------------------------------------------------------------------------------
+# verify
+
+
+def verify(path: str | Path, check_inputs: bool = True) -> tuple[list[str], list[str]]:
+    """(faults, notes) of a packed file: structure, dtypes, value ranges, content hashes, and (with
+    `check_inputs`) the recorded input hashes against the files where they still exist."""
+    import h5py
+
+    faults, notes = [], []
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        return [f"cannot open {path} as HDF5 (truncated or not a packed file): {e}"], notes
+    with f:
+        try:
+            return _verify_open(f, check_inputs, faults, notes)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:  # unreadable chunks of a damaged file
+            faults.append(f"reading {path} failed: {type(e).__name__}: {e}")
+            return faults, notes
+
+
+def _verify_open(f, check_inputs: bool, faults: list[str], notes: list[str]):
+    import h5py
+
+    if f.attrs.get("format_version") != FORMAT_VERSION:
+        faults.append(f"format_version {f.attrs.get('format_version')!r}, expected {FORMAT_VERSION}")
+        return faults, notes
+    n = int(f.attrs["rows"])
+    R, C = int(f.attrs["label_resolution"]), int(f.attrs["image_resolution"])
+    expected = {
+        "image_ok": ((n,), np.bool_), "flags/has_smpl": ((n,), np.bool_), "flags/has_image": ((n,), np.bool_),
+        "parts/labels": ((n, R, R), np.uint8), "parsing/labels": ((n, R, R), np.uint8),
+        "parsing/box": ((n, 4), np.float64), "parsing/min_clothing_valid": ((n, 5), np.bool_),
+    }
+    if f.attrs["image_format"] == "raw":
+        expected["images"] = ((n, C, C, 3), np.uint8)
+    for key, (shape, dtype) in expected.items():
+        if key not in f:
+            if key.split("/")[0] in ("parts", "parsing") and key.split("/")[0] not in f:
+                continue
+            faults.append(f"missing dataset {key}")
+            continue
+        if f[key].shape != shape or f[key].dtype != dtype:
+            faults.append(f"{key}: shape {f[key].shape} dtype {f[key].dtype}, expected {shape} {np.dtype(dtype)}")
+    for key, value in f["annotations"].items():
+        if value.shape[0] != n:
+            faults.append(f"annotations/{key} has {value.shape[0]} rows, expected {n}")
+    if f["images"].shape[0] != n:
+        faults.append(f"images has {f['images'].shape[0]} rows, expected {n}")
+    # value ranges, a block of rows at a time
+    for key, top in (("parts/labels", PART_MAX), ("parsing/labels", CIHP_MAX)):
+        if key in f:
+            bad = 0
+            for start in range(0, n, 256):
+                block = f[key][start:start + 256]
+                bad += int(((block > top) & (block != IGNORE)).sum()) if key == "parsing/labels" else int((block > top).sum())
+            if bad:
+                faults.append(f"{key}: {bad} pixels outside the label range")
+    ok = f["image_ok"][()]
+    if f.attrs["image_format"] == "jpeg":
+        lengths = np.array([len(x) for x in f["images"]])
+        if ((lengths > 0) != ok).any():
+            faults.append("images: rows flagged readable without JPEG bytes, or the reverse")
+        for i in np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 16)]:
+            from pipeline.pack import decode_jpeg
+
+            try:
+                image = decode_jpeg(f["images"][i])
+            except Exception as e:  # PIL raises several types for broken data
+                faults.append(f"images[{i}]: JPEG does not decode ({e})")
+                continue
+            if image.shape != (C, C, 3):
+                faults.append(f"images[{i}]: decodes to {image.shape}, expected {(C, C, 3)}")
+    missing = np.flatnonzero(~ok)
+    if len(missing):
+        reasons = f["image_error"][missing[:3]]
+        notes.append(f"{len(missing)} rows without an image, e.g. {[r.decode() if isinstance(r, bytes) else r for r in reasons]}")
+    # content hashes recorded at pack time
+    recorded = json.loads(f.attrs.get("content_sha256", "{}"))
+    found = {}
+    f.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset) else None)
+    for name in sorted(set(recorded) | set(found)):
+        if name not in found:
+            faults.append(f"dataset {name} recorded at pack time is missing")
+        elif name not in recorded:
+            faults.append(f"dataset {name} was not in the file when it was packed")
+        elif _content_hash(found[name]) != recorded[name]:
+            faults.append(f"dataset {name}: content differs from what was packed (tampered or damaged)")
+    if check_inputs:
+        root = Path(f.attrs.get("input_root", "."))
+        for key, item in json.loads(f.attrs["inputs"]).items():
+            path = Path(item["path"]) if Path(item["path"]).is_absolute() else root / item["path"]
+            if key in ("images", "part_labels", "parser_labels") or not path.is_file():
+                if key not in ("images", "part_labels", "parser_labels"):
+                    notes.append(f"input {key}: {path} not found here, hash not re-checked")
+                continue
+            now = sha256_file(path)
+            if now != item["sha256"]:
+                faults.append(f"input {key} changed since packing: {path} has SHA-256 {now[:12]}…, the file was packed "
+                              f"from {item['sha256'][:12]}…: repack")
+    if hashlib.sha256(f.attrs["config"].encode()).hexdigest() != f.attrs["config_sha256"]:
+        faults.append("config attribute does not match its recorded hash")
+    return faults, notes
+
+
+def summary(path: str | Path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        out = {"dataset": f.attrs["dataset"], "rows": int(f.attrs["rows"]), "image_format": f.attrs["image_format"],
+               "image_resolution": int(f.attrs["image_resolution"]), "label_resolution": int(f.attrs["label_resolution"])}
+        for flag in f["flags"]:
+            out[flag] = int(f["flags"][flag][()].sum())
+        out["inputs"] = sorted(json.loads(f.attrs["inputs"]))
+    out["mb"] = round(Path(path).stat().st_size / 2**20, 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.pack", description="packed HDF5 files of dataset splits")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("split", help="pack one dataset split")
+    p.add_argument("annotations")
+    p.add_argument("out")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--parts")
+    p.add_argument("--parsing")
+    p.add_argument("--body")
+    p.add_argument("--parser-weights")
+    p.add_argument("--prior")
+    p.add_argument("--label-resolution", type=int, default=224)
+    p.add_argument("--context", type=float, default=1.25)
+    p.add_argument("--image-format", choices=("jpeg", "raw"), default="jpeg")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--config-json", default="{}", help="the config subset that shapes the file (recorded)")
+    p = sub.add_parser("verify", help="check a packed file; exit status 1 on any fault")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--no-inputs", dest="check_inputs", action="store_false", help="skip re-hashing the recorded inputs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    if args.command == "split":
+        settings = PackSettings(label_resolution=args.label_resolution, context=args.context, image_format=args.image_format,
+                                jpeg_quality=args.jpeg_quality)
+        counts = pack_split(args.dataset, args.annotations, args.images, args.out, settings, args.parts, args.parsing,
+                            args.body, args.parser_weights, args.prior, json.loads(args.config_json))
+        log.info("%s: %s, %.1f MB in %.1f s", args.out, counts, Path(args.out).stat().st_size / 2**20, time.perf_counter() - start)
+        return 0
+    status = 0
+    for path in args.files:
+        faults, notes = verify(path, args.check_inputs)
+        if not faults:
+            print(json.dumps({"file": str(path), "ok": True, **summary(path)}))
+        else:
+            print(json.dumps({"file": str(path), "ok": False}))
+        for note in notes:
+            print(f"  note: {note}")
+        for fault in faults:
+            print(f"  FAULT: {fault}")
+        status |= bool(faults)
+    return status
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,29 @@
+# One HDF5 file per dataset split: annotations, image crops, part labels, parser labels and flags, the
+# clothing prior, and the hashes of every input; then verified.
+
+
+rule pack_split:
+    input:
+        unpack(pack_inputs),
+    output:
+        "results/packed/{dataset}.h5",
+    params:
+        options=pack_options,
+    log:
+        "logs/pack_split/{dataset}.log",
+    benchmark:
+        "benchmarks/pack_split/{dataset}.tsv"
+    conda:
+        "../../environment.yml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "python -m pipeline.pack split {input.annotations} {output} {params.options} > {log} 2>&1 "
+        "&& python -m pipeline.pack verify {output} >> {log} 2>&1"
+
+
+rule pack:
+    input:
+        pack_targets(),
+    default_target: False
