@@ -34,3 +34,14 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool =
     """Write arrays to `path` atomically (no pickled objects: every value must be a plain array)."""
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (provenance of inputs and outputs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.io import sha256_file
+
 log = logging.getLogger("pipeline.pack")
 
 FORMAT_VERSION = 1
@@ -53,14 +55,6 @@ class PackSettings:
     @property
     def image_resolution(self) -> int:
         return int(round(self.label_resolution * self.context))
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def image_crop_matrix(center, scale: float, settings: PackSettings) -> np.ndarray:

@@ -22,7 +22,6 @@ optionally a camera rig file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import zlib
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from pipeline.labelsets import CIHP, CIHP_IGNORE, CIHP_LABELS, NUM_CIHP_CLASSES
+from pipeline.io import sha256_file as file_hash
 from pipeline.raster import rasterize
 
 log = logging.getLogger("pipeline.prior")
@@ -43,14 +43,6 @@ PRIOR_FORMAT = 1
 
 class PriorInputError(ValueError):
     """A scan, fit, camera or transfer file that cannot be used; the message names the file and the fix."""
-
-
-def file_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------
