@@ -74,3 +74,12 @@ def validate_config(config: dict, schema: dict | str | Path = SCHEMA_PATH) -> di
             f"Every key, its type and its default: {SCHEMA_PATH.relative_to(SCHEMA_PATH.parents[2])}"
         )
     return config
+
+
+def resolve_device(device: str) -> str:
+    """A stage's `device` setting: "auto" is CUDA when this node has it, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -33,7 +33,8 @@ import torch
 
 from pipeline.labelsets import CIHP, CIHP_IGNORE, CIHP_LABELS, NUM_CIHP_CLASSES
 from pipeline.io import sha256_file as file_hash
-from pipeline.raster import rasterize
+from pipeline.mesh import vertex_adjacency, vertex_normals
+from pipeline.raster import rasterize, supersampled_intrinsics
 
 log = logging.getLogger("pipeline.prior")
 
@@ -172,9 +173,7 @@ def render_scan(scan: ScanMesh, R: np.ndarray, t: np.ndarray, K: np.ndarray, hei
                 settings: RenderSettings = RenderSettings(), device: str = "cpu") -> np.ndarray:
     """The scan seen by an OpenCV camera (x_cam = R x + t): uint8 RGB (H, W, 3), Lambertian shading."""
     ss = settings.supersample
-    K_ss = np.array(K, dtype=np.float64)
-    K_ss[:2] *= ss
-    K_ss[:2, 2] += (ss - 1) / 2.0
+    K_ss = supersampled_intrinsics(K, ss)
     R, t = np.asarray(R, dtype=np.float64), np.asarray(t, dtype=np.float64)
     cam = torch.as_tensor(scan.vertices @ R.T + t, device=device)
     faces = torch.as_tensor(scan.faces, device=device)
@@ -347,14 +346,6 @@ def scan_views(row: dict, scan: ScanMesh, rig, seed: int) -> list[dict]:
 # Map
 
 
-def body_box(points: np.ndarray, rescale: float = 1.2) -> tuple[np.ndarray, float]:
-    """SPIN's (center, scale) of the box around projected points (N, 2)."""
-    from pipeline.crop import bbox_to_center_scale
-
-    lo, hi = points.min(0), points.max(0)
-    return bbox_to_center_scale((lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]), rescale)
-
-
 def vote(face_id: np.ndarray, bary: np.ndarray, labels: np.ndarray, faces: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
     """Counts (V, 20) int64 from one view and the vertices seen in it (V,) bool.
 
@@ -387,6 +378,7 @@ def map_scans(rows: list[dict], fits: FitReader, runner, rig, render: RenderSett
     from tqdm import tqdm
 
     from pipeline.crop import crop_intrinsics
+    from pipeline.datasets import keypoints_center_scale
 
     model = fits.model
     faces = np.asarray(model.data.f, dtype=np.int64)
@@ -411,7 +403,7 @@ def map_scans(rows: list[dict], fits: FitReader, runner, rig, render: RenderSett
             if (cam[:, 2] <= 1e-3).any():
                 raise PriorInputError(f"scan {row['scan']}: view {k} has the camera inside or behind the body")
             projected = cam[:, :2] / cam[:, 2:3] * K[[0, 1], [0, 1]] + K[:2, 2]
-            center, scale = body_box(projected, settings.box_rescale)
+            center, scale = keypoints_center_scale(np.c_[projected, np.ones(len(projected))], 0.0, settings.box_rescale)
             jobs.append((k, image, center, scale))
             geometry.append((cam, crop_intrinsics(K, center, scale, res)))
         for k, labels in runner.label_crops(iter(jobs)):
@@ -496,13 +488,7 @@ def load_part_rules(path: str | Path = PART_RULES_PATH) -> np.ndarray:
 
 def fill_unseen(dist: np.ndarray, seen: np.ndarray, faces: np.ndarray, max_iterations: int = 200) -> np.ndarray:
     """Vertices never seen take the mean distribution of their already-filled neighbours, ring by ring."""
-    import scipy.sparse
-
-    n = len(dist)
-    rows = faces[:, [0, 1, 2, 1, 2, 0]].ravel()
-    cols = faces[:, [1, 2, 0, 0, 1, 2]].ravel()
-    adj = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
-    adj.data[:] = 1.0
+    adj = vertex_adjacency(faces, len(dist))
     dist = dist.copy()
     known = seen.copy()
     for _ in range(max_iterations):
@@ -658,7 +644,7 @@ def prior_figure(prior_file: str, body_file: str, out: str, size: int = 320) -> 
     faces = np.asarray(data.f, dtype=np.int64)
     lo, hi = verts.min(0), verts.max(0)
     center, extent = 0.5 * (lo + hi), float((hi - lo).max())
-    scan = ScanMesh(verts, faces, _vertex_normals(verts, faces), colours)
+    scan = ScanMesh(verts, faces, vertex_normals(verts, faces), colours)
     f = size * 0.85 * 3.0 / extent
     K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1.0]])
     tiles = []
@@ -678,12 +664,6 @@ def prior_figure(prior_file: str, body_file: str, out: str, size: int = 320) -> 
     save_grid(tiles, out, per_row=3, banner=f"clothing prior: most likely label per vertex ({num_scans} scans, {num_views} views)")
 
 
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    import trimesh
-
-    return np.asarray(trimesh.Trimesh(vertices, faces, process=False).vertex_normals)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Command line
 
@@ -692,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import time
 
-    from pipeline.parsing import add_inference_arguments, resolve_device, settings_from_arguments
+    from pipeline.config import resolve_device
+    from pipeline.parsing import add_inference_arguments, settings_from_arguments
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.prior", description="DSR's clothing semantic prior")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -40,6 +40,17 @@ class Raster:
         return torch.einsum("mk,mkc->mc", self.bary[covered].to(values.dtype), corner_values)
 
 
+def supersampled_intrinsics(K, ss: int):
+    """Intrinsics rendering at `ss` times the resolution with the same pixel centres: a pixel x at the
+    original size sits at ss * x + (ss - 1) / 2 (so box-filtering ss x ss blocks gives the original grid)."""
+    import numpy as np
+
+    K_ss = np.array(K, dtype=np.float64)
+    K_ss[:2] *= ss
+    K_ss[:2, 2] += (ss - 1) / 2.0
+    return K_ss
+
+
 def project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Pinhole projection of camera-frame points (..., 3) with intrinsics K (3, 3) -> pixels (..., 2)."""
     z = points[..., 2:3]

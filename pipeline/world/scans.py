@@ -25,6 +25,7 @@ import trimesh
 from tqdm import tqdm
 
 from pipeline.body.model import BodyModel
+from pipeline.mesh import vertex_adjacency, vertex_normals
 from pipeline.world.clothing import face_labels, garment_labels, garment_thickness, sample_outfit
 from pipeline.world.poses import PosePrior
 
@@ -90,11 +91,7 @@ def subdivide(vertices: np.ndarray, faces: np.ndarray, attributes: dict[str, np.
 def _smooth(values: np.ndarray, faces: np.ndarray, iterations: int = 2) -> np.ndarray:
     """Average each vertex value with its neighbours' (so garment edges slope instead of stepping)."""
     n = len(values)
-    rows = faces[:, [0, 1, 2, 1, 2, 0]].ravel()
-    cols = faces[:, [1, 2, 0, 0, 1, 2]].ravel()
-    adj = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
-    adj.data[:] = 1.0
-    adj = adj + scipy.sparse.eye(n)
+    adj = vertex_adjacency(faces, n) + scipy.sparse.eye(n)
     norm = np.asarray(adj.sum(axis=1)).ravel()
     for _ in range(iterations):
         values = (adj @ values) / norm
@@ -118,7 +115,7 @@ def make_scan(model: BodyModel, prior: PosePrior, rng: np.random.Generator) -> d
     body = out.vertices[0].double().numpy()
     outfit = sample_outfit(rng)
     labels = garment_labels(rest, data.part_labels, rest_joints, outfit)
-    normals = np.asarray(trimesh.Trimesh(body, faces, process=False).vertex_normals)
+    normals = vertex_normals(body, faces)
     offset = _smooth(garment_thickness(labels), faces)
     surface = body + offset[:, None] * normals
     verts, tris, attrs, flabels = subdivide(surface, faces, {"rest": rest}, face_labels(labels, faces))

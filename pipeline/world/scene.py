@@ -17,8 +17,8 @@ from scipy.spatial.transform import Rotation
 
 from pipeline.body.model import BodyModel, joints49
 from pipeline.crop import PIXELS_PER_SCALE, crop_intrinsics
-from pipeline.labelsets import CIHP
-from pipeline.raster import project, rasterize
+from pipeline.mesh import vertex_normals
+from pipeline.raster import project, rasterize, supersampled_intrinsics
 from pipeline.skeleton import JOINTS49_NAMES, NUM_OPENPOSE_JOINTS
 from pipeline.world.clothing import Material, Outfit, face_labels, garment_labels, sample_outfit
 from pipeline.world.poses import PosePrior
@@ -115,10 +115,6 @@ def _pose_person(ctx: SceneContext, rng: np.random.Generator, rotation: np.ndarr
     return betas, body_pose, orient, template, out.vertices[0].double().numpy(), joints49(out)[0].double().numpy()
 
 
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    return np.asarray(trimesh.Trimesh(vertices, faces, process=False).vertex_normals)
-
-
 def _person(ctx: SceneContext, rng: np.random.Generator, camera_pitch: float, place) -> Person:
     yaw = rng.uniform(0, 2 * np.pi)
     tilt = Rotation.from_rotvec(rng.normal(0, 0.06, 3)).as_matrix()
@@ -130,7 +126,7 @@ def _person(ctx: SceneContext, rng: np.random.Generator, camera_pitch: float, pl
     outfit = sample_outfit(rng)
     labels = garment_labels(ctx.rest_vertices, ctx.parts, ctx.rest_joints, outfit)
     return Person(betas, body_pose, orient, transl, template, outfit, verts,
-                  _vertex_normals(verts, ctx.faces.numpy()), j49 + transl, labels)
+                  vertex_normals(verts, ctx.faces.numpy()), j49 + transl, labels)
 
 
 def _occluder(rng: np.random.Generator, K: np.ndarray, target_px: np.ndarray, size_px: np.ndarray, depth: float) -> Occluder:
@@ -152,7 +148,7 @@ def _occluder(rng: np.random.Generator, K: np.ndarray, target_px: np.ndarray, si
     colour = rng.uniform(0.1, 0.9, 3)
     pattern = rng.choice(["solid", "stripes", "checks", "mottled"])
     material = Material(colour, np.clip(colour * rng.uniform(0.3, 0.8), 0, 1), str(pattern), period=rng.uniform(0.03, 0.12))
-    return Occluder(verts, faces, _vertex_normals(verts, faces), local, material)
+    return Occluder(verts, faces, vertex_normals(verts, faces), local, material)
 
 
 def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -237,10 +233,7 @@ def render_label_maps(scene: SceneMeshes, ctx: SceneContext, K: np.ndarray, heig
 
 def _shade(scene: SceneMeshes, K: np.ndarray, height: int, width: int, rng: np.random.Generator, ss: int) -> tuple[np.ndarray, np.ndarray]:
     """(H*ss, W*ss, 3) shaded colours and coverage mask at `ss` times the resolution."""
-    K_ss = K.copy()
-    K_ss[:2] *= ss
-    K_ss[:2, 2] += (ss - 1) / 2.0  # keep pixel centres: low-res x -> ss * x + (ss - 1) / 2
-    r = rasterize(scene.vertices, scene.faces, torch.as_tensor(K_ss), height * ss, width * ss)
+    r = rasterize(scene.vertices, scene.faces, torch.as_tensor(supersampled_intrinsics(K, ss)), height * ss, width * ss)
     mask = r.mask.numpy()
     fid = r.face_id.numpy()[mask]
     points = r.interpolate_covered(scene.texcoords, scene.faces).numpy()
