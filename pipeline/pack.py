@@ -115,7 +115,7 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
     from pipeline.crop import warp
     from pipeline.datasets import load_annotations
     from pipeline.io import atomic_output
-    from pipeline.parsing import _load_image
+    from pipeline.parsing import load_image
     from pipeline.shards import load_shards
 
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
@@ -159,12 +159,12 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
             for i in tqdm(range(n), desc=f"pack {dataset}", disable=not progress, mininterval=5):
                 ann.check_row(i)
                 path = ann.image_path(i)
-                photo, problem = _load_image(path)
+                photo, problem, data = load_image(path)
                 image_error.append(problem)
+                content = "missing" if data is None else hashlib.sha256(data).hexdigest()
+                image_hash.update(f"{ann['imgname'][i]}:{content}\n".encode())
                 if photo is None:
-                    image_hash.update(f"{ann['imgname'][i]}:missing\n".encode())
                     continue
-                image_hash.update(f"{ann['imgname'][i]}:{sha256_file(path)}\n".encode())
                 crop = warp(photo, image_crop_matrix(ann["center"][i], ann["scale"][i], settings), (C, C), nearest=False)
                 images[i] = encode_jpeg(crop, settings.jpeg_quality) if settings.image_format == "jpeg" else crop
                 image_ok[i] = True
@@ -181,15 +181,17 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
                 g.create_dataset("labels", data=parts["parts"], **label_opts)
                 for key in ("absent", "skipped", "cam_t"):
                     g.create_dataset(key, data=parts[key])
-                flags.create_dataset("has_parts", data=~(parts["absent"] | parts["skipped"]) & image_ok)
-                counts["with_parts"] = int(flags["has_parts"][()].sum())
+                has_parts = ~(parts["absent"] | parts["skipped"]) & image_ok
+                flags.create_dataset("has_parts", data=has_parts)
+                counts["with_parts"] = int(has_parts.sum())
             if parsing is not None:
                 g = f.create_group("parsing")
                 g.create_dataset("labels", data=parsing["labels"], **label_opts)
                 for key in ("box", "min_clothing_valid", "no_keypoints", "skipped"):
                     g.create_dataset(key, data=parsing[key])
-                flags.create_dataset("has_parser", data=~(parsing["skipped"] | parsing["no_keypoints"]) & image_ok)
-                counts["with_parser"] = int(flags["has_parser"][()].sum())
+                has_parser = ~(parsing["skipped"] | parsing["no_keypoints"]) & image_ok
+                flags.create_dataset("has_parser", data=has_parser)
+                counts["with_parser"] = int(has_parser.sum())
             if prior_file is not None:
                 with np.load(prior_file, allow_pickle=False) as z:
                     g = f.create_group("prior")
@@ -286,8 +288,6 @@ def _verify_open(f, check_inputs: bool, faults: list[str], notes: list[str]):
         if ((lengths > 0) != ok).any():
             faults.append("images: rows flagged readable without JPEG bytes, or the reverse")
         for i in np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 16)]:
-            from pipeline.pack import decode_jpeg
-
             try:
                 image = decode_jpeg(f["images"][i])
             except Exception as e:  # PIL raises several types for broken data
@@ -313,10 +313,11 @@ def _verify_open(f, check_inputs: bool, faults: list[str], notes: list[str]):
     if check_inputs:
         root = Path(f.attrs.get("input_root", "."))
         for key, item in json.loads(f.attrs["inputs"]).items():
-            path = Path(item["path"]) if Path(item["path"]).is_absolute() else root / item["path"]
-            if key in ("images", "part_labels", "parser_labels") or not path.is_file():
-                if key not in ("images", "part_labels", "parser_labels"):
-                    notes.append(f"input {key}: {path} not found here, hash not re-checked")
+            if key in ("images", "part_labels", "parser_labels"):  # hashes over many files: recorded, not re-checked
+                continue
+            path = root / item["path"]  # an absolute path stays itself
+            if not path.is_file():
+                notes.append(f"input {key}: {path} not found here, hash not re-checked")
                 continue
             now = sha256_file(path)
             if now != item["sha256"]:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import resolve_device
 from pipeline.crop import crop_matrix, sampling_grid, transform_points
 from pipeline.labelsets import CIHP, CIHP_FLIP_PAIRS, CIHP_IGNORE, NUM_CIHP_CLASSES
 from pipeline.skeleton import NUM_OPENPOSE_JOINTS
@@ -192,16 +193,25 @@ def sample_keypoints(ann, i: int, threshold: float) -> np.ndarray:
 PARSING_FLAGS = ("skipped", "no_keypoints")
 
 
-def _load_image(path) -> tuple[np.ndarray | None, str]:
+def load_image(path) -> tuple[np.ndarray | None, str, bytes | None]:
+    """(RGB uint8 image or None, the reason when None, the file's bytes or None): the file is read once,
+    so callers that also hash it do not read it again."""
+    import io
+    from pathlib import Path
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")), ""
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        return None, f"missing image file {path}"
+        return None, f"missing image file {path}", None
+    except OSError as e:
+        return None, f"corrupt image {path}: {e}", None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB")), "", data
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        return None, f"corrupt image {path}: {e}"
+        return None, f"corrupt image {path}: {e}", data
 
 
 class ParserRunner:
@@ -284,7 +294,7 @@ class ParserRunner:
                     out["reason"][j] = f"no keypoint with confidence above {s.keypoint_threshold}"
                 else:
                     out["box"][j] = box
-                image, problem = _load_image(ann.image_path(i))
+                image, problem, _ = load_image(ann.image_path(i))
                 if image is None:
                     out["skipped"][j] = True
                     out["reason"][j] = problem
@@ -426,10 +436,6 @@ def add_inference_arguments(p) -> None:
     p.add_argument("--label-resolution", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="auto")
-
-
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def settings_from_arguments(args) -> ParsingSettings:

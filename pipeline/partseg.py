@@ -328,7 +328,6 @@ def partseg_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import logging
-    import sys
     import time
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.partseg", description="SMPL part labels in the crop frame")
@@ -362,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("pipeline.partseg")
     start = time.perf_counter()
     if args.command == "shard":
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        from pipeline.config import resolve_device
+
+        device = resolve_device(args.device)
         settings = PartsegSettings(resolution=args.resolution, focal_at_224=args.focal_at_224, backend=args.backend,
                                    batch_size=args.batch_size, device=device)
         counts = write_shard(args.body, args.annotations, args.images, args.dataset, range(*args.indices), args.out, settings)

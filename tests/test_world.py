@@ -1,7 +1,6 @@
 """The demo world: annotations in the real format, ground truth that agrees with itself, determinism."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
