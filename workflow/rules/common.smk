@@ -264,12 +264,18 @@ def parsing_inputs(wildcards):
 
 def parsing_options(wildcards):
     spec = dataset_spec(wildcards.dataset)
-    options = (
+    return (
         f"--dataset {wildcards.dataset} --images {spec['images']} "
         f"{_shard_indices(wildcards.shard, PARSING['shard_size'], spec['rows'])} "
+        f"--label-resolution {config['labels']['resolution']} --device {PARSING['device']} {parser_inference_options()}"
+    )
+
+
+def parser_inference_options():
+    """How the parser runs, for every stage that parses (pseudo-labels, prior): one set of options."""
+    options = (
         f"--variant {PARSING['variant'] if not USE_DEMO_PARSER else 'transfer'} --preset {PARSING['preset']} "
-        f"--mode {PARSING['mode']} --context {PARSING['context']} --label-resolution {config['labels']['resolution']} "
-        f"--batch-size {PARSING['batch_size']} --device {PARSING['device']} "
+        f"--mode {PARSING['mode']} --context {PARSING['context']} --batch-size {PARSING['batch_size']} "
         f"--input-resolution {PARSING['demo']['input_resolution'] if USE_DEMO_PARSER else PARSING['input_resolution']}"
     )
     if PARSING["scales"] is not None:
@@ -368,15 +374,8 @@ def prior_map_options(wildcards):
         f"{_shard_indices(wildcards.shard, PRIOR['shard_size'], _prior_scan_count())} --seed {config['seed']} "
         f"--views {rig['views']} --elevation-deg {rig['elevation_deg']} --distance {rig['distance']} "
         f"--resolution {rig['resolution']} --ambient {PRIOR['ambient']} --prior-resolution {PRIOR['resolution']} "
-        f"--device {PRIOR['device']} --variant {PARSING['variant'] if not USE_DEMO_PARSER else 'transfer'} "
-        f"--preset {PARSING['preset']} --mode {PARSING['mode']} --context {PARSING['context']} "
-        f"--batch-size {PARSING['batch_size']} "
-        f"--input-resolution {PARSING['demo']['input_resolution'] if USE_DEMO_PARSER else PARSING['input_resolution']}"
+        f"--device {PRIOR['device']} {parser_inference_options()}"
     )
-    if PARSING["scales"] is not None:
-        options += " --scales " + " ".join(str(s) for s in PARSING["scales"])
-    if PARSING["flip"] is not None:
-        options += " --flip" if PARSING["flip"] else " --no-flip"
     if not USE_DEMO_SCANS:
         options += f" --fit-type {PRIOR['fit_type']}"
         if PRIOR["deformation_transfer"] is not None:
