@@ -1,0 +1,320 @@
+"""Training data read only from packed files (pipeline.pack): a PyTorch Dataset over one or more files
+and a batch sampler that mixes them with fixed ratios in every batch (as SPIN, EFT and PARE mix H36M,
+COCO, MPII, ...).
+
+    files = ["results/packed/demo_train.h5", "results/packed/other_train.h5"]
+    data = PackedDataset(files, AugmentSettings())
+    sampler = MixedBatchSampler(data.lengths, ratios=[0.6, 0.4], batch_size=64, seed=0)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=8, persistent_workers=True)
+    for batch in loader: ...   # sampler.set_step(step) is not needed: the sampler counts steps
+
+Determinism: the sampler draws, for every position of every batch, the file, the row and a 64-bit
+sample seed from one generator seeded by `seed`; the Dataset derives all augmentation draws from that
+sample seed alone. Batches are therefore identical for any number of workers and any worker order.
+
+Workers: each process opens its own read-only HDF5 handles on first use (h5py handles must not cross a
+fork), and the handles are dropped when the Dataset is pickled.
+
+A sample (all torch tensors):
+    image           (3, O, O) uint8 RGB (normalise on the device: `normalize_images`)
+    keypoints       (49, 3) float32: JOINTS49 in output pixels mapped to [-1, 1] (SPIN), confidence
+    pose, betas     (72,), (10,) float32, has_smpl bool
+    joints3d        (24, 4) float32 (the 24 ground-truth joints of JOINTS49, camera axes), has_joints3d bool
+    part_labels     (O, O) uint8: 0 background, 1..24 SMPL parts, 255 unknown; has_parts bool
+    parser_labels   (O, O) uint8: CIHP after DSR's keypoint-box cleaning, 255 ignored; has_parser bool
+    min_clothing_valid (5,) bool (Face, Left-arm, Right-arm, Left-shoe, Right-shoe; swapped on flip)
+    occluded        (O, O) bool, the pasted occluders
+    file, row       int64: where the sample came from; flip, rotation, scale: the draws
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.crop import crop_matrix, transform_points
+from pipeline.pack import FORMAT_VERSION
+from trainers.augment import (
+    MIN_CLOTHING_FLIP,
+    AugmentSettings,
+    OccluderSet,
+    camera_z_rotation,
+    cihp_flip_lut,
+    draw_params,
+    flip_pose,
+    joints49_flip_permutation,
+    label_to_output_matrix,
+    paste_occluders,
+    part_label_flip_lut,
+    pil_warp,
+    rotate_global_orient,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Arrays kept in memory per file (small per row); images and label maps are read per sample.
+_ROW_ARRAYS = ("center", "scale", "pose", "shape", "has_smpl", "S", "part", "openpose")
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float, ImageNet mean and std (SPIN, PARE, DSR)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+class PackedFileError(ValueError):
+    pass
+
+
+class _FileIndex:
+    """What a Dataset keeps in memory about one packed file."""
+
+    def __init__(self, path: str):
+        import h5py
+
+        self.path = str(path)
+        if not Path(path).is_file():
+            raise PackedFileError(f"{path}: no such packed file; build it with `snakemake pack` (results/packed/)")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise PackedFileError(f"{path}: not a readable HDF5 file ({e}); rebuild it with `snakemake pack`") from e
+        with f:
+            version = int(f.attrs.get("format_version", -1))
+            if version != FORMAT_VERSION:
+                raise PackedFileError(f"{path}: packed format {version}, this code reads {FORMAT_VERSION}: repack it")
+            self.rows = int(f.attrs["rows"])
+            self.image_format = str(f.attrs["image_format"])
+            self.image_res = int(f.attrs["image_resolution"])
+            self.label_res = int(f.attrs["label_resolution"])
+            ann = f["annotations"]
+            missing = [k for k in ("center", "scale") if k not in ann]
+            if missing:
+                raise PackedFileError(f"{path}: annotations lack {missing}")
+            self.arrays = {k: ann[k][()] for k in _ROW_ARRAYS if k in ann}
+            self.image_ok = f["image_ok"][()]
+            self.has_parts = f["flags/has_parts"][()] if "flags/has_parts" in f else np.zeros(self.rows, bool)
+            self.has_parser = f["flags/has_parser"][()] if "flags/has_parser" in f else np.zeros(self.rows, bool)
+            self.parsing_box = f["parsing/box"][()] if "parsing/box" in f else None
+            self.min_clothing = f["parsing/min_clothing_valid"][()] if "parsing/min_clothing_valid" in f else None
+            self.has_parts_group = "parts/labels" in f
+            self.has_parsing_group = "parsing/labels" in f
+        self.usable = np.flatnonzero(self.image_ok)  # rows whose photo could be read (reasons: /image_error)
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Samples from packed files. Index with (file, row, sample_seed, step) tuples, as
+    MixedBatchSampler yields them; an int index reads file 0's row without augmentation."""
+
+    def __init__(self, files: list[str], augment: AugmentSettings | None = None):
+        if not files:
+            raise ValueError("PackedDataset needs at least one packed file")
+        self.files = [_FileIndex(p) for p in files]
+        self.augment = augment or AugmentSettings(enabled=False)
+        self.occluders = OccluderSet(self.augment.occluders)
+        self._handles: dict[int, object] = {}
+        self._pid = None
+        self._joints_perm = joints49_flip_permutation()
+        self._part_lut = part_label_flip_lut()
+        self._cihp_lut = cihp_flip_lut()
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    @property
+    def lengths(self) -> list[int]:
+        """Usable rows per file (rows with a readable photo)."""
+        return [len(f.usable) for f in self.files]
+
+    def __len__(self) -> int:
+        return sum(self.lengths)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"], state["_pid"] = {}, None
+        return state
+
+    def _h5(self, k: int):
+        import h5py
+
+        if self._pid != os.getpid():  # a new worker process: never reuse the parent's handles
+            self._handles, self._pid = {}, os.getpid()
+        if k not in self._handles:
+            self._handles[k] = h5py.File(self.files[k].path, "r")
+        return self._handles[k]
+
+    def describe(self) -> dict:
+        return {"files": [f.path for f in self.files], "rows": [f.rows for f in self.files], "usable": self.lengths,
+                "augment": asdict(self.augment)}
+
+    # -- one sample ------------------------------------------------------------------------------------
+    def __getitem__(self, item):
+        if isinstance(item, (int, np.integer)):
+            k, j, seed, step = 0, int(self.files[0].usable[int(item)]), 0, 0
+            settings = AugmentSettings(**{**asdict(self.augment), "enabled": False})
+        else:
+            k, j, seed, step = (int(v) for v in item)
+            settings = self.augment
+        return self.sample(k, j, seed, step, settings)
+
+    def read(self, k: int, j: int) -> dict:
+        """The stored crops of file k, row j: image (C, C, 3) uint8, part and parser label maps (R, R)."""
+        from pipeline.pack import decode_jpeg
+
+        meta, f = self.files[k], self._h5(k)
+        if not meta.image_ok[j]:
+            raise PackedFileError(f"{meta.path}: row {j} has no image ({f['image_error'][j].decode()})")
+        data = f["images"][j]
+        image = decode_jpeg(data) if meta.image_format == "jpeg" else np.asarray(data)
+        parts = f["parts/labels"][j] if meta.has_parts_group and meta.has_parts[j] else None
+        parser = None
+        if meta.has_parsing_group and meta.has_parser[j]:
+            from pipeline.parsing import clean_labels
+
+            box = meta.parsing_box[j]
+            parser = clean_labels(f["parsing/labels"][j], None if np.isnan(box).any() else box)
+        return {"image": image, "parts": parts, "parser": parser}
+
+    def sample(self, k: int, j: int, seed: int, step: int, settings: AugmentSettings) -> dict:
+        from PIL import Image
+
+        meta = self.files[k]
+        stored = self.read(k, j)
+        rng = np.random.default_rng(seed)
+        p = draw_params(settings, rng, step)
+        R, C, O = meta.label_res, meta.image_res, settings.output_resolution
+        M = label_to_output_matrix(p, R, O)
+        d = (C - R) / 2.0
+        M_img = M @ np.array([[1.0, 0, -d], [0, 1, -d], [0, 0, 1]])  # image-crop pixels -> output
+        image = np.array(pil_warp(Image.fromarray(stored["image"]), M_img, O, nearest=False, fill=(0, 0, 0)))
+        parts = parser = None
+        if stored["parts"] is not None:
+            parts = np.array(pil_warp(Image.fromarray(stored["parts"]), M, O, nearest=True, fill=255))
+            if p.flip:
+                parts = self._part_lut[parts]
+        if stored["parser"] is not None:
+            parser = np.array(pil_warp(Image.fromarray(stored["parser"]), M, O, nearest=True, fill=255))
+            if p.flip:
+                parser = self._cihp_lut[parser]
+        if any(g != 1.0 for g in p.gains):
+            image = np.clip(image * np.asarray(p.gains, np.float32), 0, 255).astype(np.uint8)
+        occluded = np.zeros((O, O), bool)
+        if p.occluders:
+            occluded = paste_occluders(image, parser, p.occluders, settings, self.occluders)
+
+        a = meta.arrays
+        # keypoints: full image -> label crop -> output, then [-1, 1]
+        to_label = crop_matrix(a["center"][j], float(a["scale"][j]), R)
+        kp = np.zeros((49, 3), np.float32)
+        if "openpose" in a:
+            kp[:25] = a["openpose"][j]
+        if "part" in a:
+            kp[25:] = a["part"][j]
+        kp[:, :2] = transform_points(kp[:, :2].astype(np.float64), M @ to_label) * (2.0 / (O - 1)) - 1.0
+        kp[kp[:, 2] <= 0, :2] = 0.0  # unannotated joints carry no position
+        pose = a["pose"][j].astype(np.float64) if "pose" in a else np.zeros(72)
+        betas = a["shape"][j].astype(np.float32) if "shape" in a else np.zeros(10, np.float32)
+        has_smpl = bool(a["has_smpl"][j]) if "has_smpl" in a else False
+        joints3d = a["S"][j].astype(np.float64).copy() if "S" in a else np.zeros((24, 4))
+        has_joints3d = "S" in a and bool(joints3d[:, 3].any())
+        if p.rotation:
+            pose = rotate_global_orient(pose, p.rotation)
+            joints3d[:, :3] = joints3d[:, :3] @ camera_z_rotation(p.rotation).T
+        min_clothing = meta.min_clothing[j].copy() if meta.min_clothing is not None else np.zeros(5, bool)
+        if p.flip:
+            kp = kp[self._joints_perm]
+            pose = flip_pose(pose)
+            joints3d = joints3d[self._joints_perm[25:] - 25]
+            joints3d[:, 0] *= -1
+            min_clothing = min_clothing[MIN_CLOTHING_FLIP]
+        O_labels = np.full((O, O), 255, np.uint8)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "keypoints": torch.from_numpy(kp),
+            "pose": torch.from_numpy(pose.astype(np.float32)),
+            "betas": torch.from_numpy(betas),
+            "has_smpl": torch.tensor(has_smpl),
+            "joints3d": torch.from_numpy(joints3d.astype(np.float32)),
+            "has_joints3d": torch.tensor(has_joints3d),
+            "part_labels": torch.from_numpy(parts if parts is not None else O_labels),
+            "has_parts": torch.tensor(parts is not None),
+            "parser_labels": torch.from_numpy(parser if parser is not None else O_labels.copy()),
+            "has_parser": torch.tensor(parser is not None),
+            "min_clothing_valid": torch.from_numpy(min_clothing.astype(bool)),
+            "occluded": torch.from_numpy(occluded),
+            "file": torch.tensor(k),
+            "row": torch.tensor(j),
+            "flip": torch.tensor(p.flip),
+            "rotation": torch.tensor(p.rotation, dtype=torch.float32),
+            "scale": torch.tensor(p.scale, dtype=torch.float32),
+        }
+
+
+class MixedBatchSampler(torch.utils.data.Sampler):
+    """Batches of (file, row, sample_seed, step) with a fixed number of samples from each file in every
+    batch: `ratios` split `batch_size` by largest remainders (e.g. 64 at 0.6/0.4 -> 38 + 26). Rows of a
+    file are visited in a fresh random order each pass. `steps` batches per epoch (default: enough for
+    the largest file's share to see each of its rows once); `start_step` resumes a run."""
+
+    def __init__(self, lengths: list[int], ratios: list[float] | None = None, batch_size: int = 64, seed: int = 0,
+                 steps: int | None = None, start_step: int = 0, usable: list[np.ndarray] | None = None):
+        if ratios is None:
+            ratios = [n / sum(lengths) for n in lengths]
+        if len(ratios) != len(lengths):
+            raise ValueError(f"{len(ratios)} mixing ratios for {len(lengths)} packed files")
+        ratios = np.asarray(ratios, np.float64)
+        if (ratios < 0).any() or ratios.sum() <= 0:
+            raise ValueError(f"mixing ratios must be non-negative with a positive sum, got {ratios.tolist()}")
+        ratios = ratios / ratios.sum()
+        raw = ratios * batch_size
+        counts = np.floor(raw).astype(int)
+        for i in np.argsort(-(raw - counts), kind="stable")[: batch_size - counts.sum()]:
+            counts[i] += 1
+        for n, c, path_i in zip(lengths, counts, range(len(lengths))):
+            if c and not n:
+                raise ValueError(f"packed file {path_i} has no usable rows but a mixing share of {c} per batch")
+        self.lengths, self.counts, self.batch_size = list(lengths), counts, batch_size
+        self.seed, self.start_step = seed, start_step
+        self.usable = usable
+        self.steps = steps if steps is not None else max(
+            int(np.ceil(n / c)) for n, c in zip(lengths, counts) if c)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.start_step])
+        orders = [rng.permutation(n) for n in self.lengths]
+        cursors = [0] * len(self.lengths)
+        for b in range(self.steps):
+            step = self.start_step + b
+            batch = []
+            for k, c in enumerate(self.counts):
+                for _ in range(c):
+                    if cursors[k] == self.lengths[k]:
+                        orders[k], cursors[k] = rng.permutation(self.lengths[k]), 0
+                    r = int(orders[k][cursors[k]])
+                    cursors[k] += 1
+                    row = int(self.usable[k][r]) if self.usable is not None else r
+                    batch.append((k, row, int(rng.integers(2**63 - 1)), step))
+            yield batch
+
+
+def mixed_loader(files: list[str], ratios: list[float] | None = None, batch_size: int = 64, seed: int = 0,
+                 augment: AugmentSettings | None = None, num_workers: int = 2, steps: int | None = None,
+                 start_step: int = 0, **loader_kwargs) -> torch.utils.data.DataLoader:
+    """A DataLoader over packed files with fixed per-batch mixing, ready to iterate."""
+    data = PackedDataset(files, augment)
+    sampler = MixedBatchSampler(data.lengths, ratios, batch_size, seed, steps, start_step,
+                                usable=[f.usable for f in data.files])
+    return torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=num_workers,
+                                       persistent_workers=num_workers > 0, **loader_kwargs)
+
+
+def summary(files: list[str]) -> str:
+    return json.dumps(PackedDataset(files).describe(), indent=1)
