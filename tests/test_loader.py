@@ -217,9 +217,14 @@ def test_batches_do_not_depend_on_the_workers(packed):
                               augment=AugmentSettings())
         return list(loader)
 
-    a, b = run(0), run(2)
-    assert len(a) == len(b) == 3
-    for x, y in zip(a, b):
+    def per_sample(workers):  # per-sample fetch + default collate: the same batches
+        data = PackedDataset(list(packed), AugmentSettings())
+        sampler = MixedBatchSampler(data.lengths, [0.5, 0.5], 4, seed=11, steps=3, usable=[f.usable for f in data.files])
+        return list(torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers))
+
+    a, b, c = run(0), run(2), per_sample(2)
+    assert len(a) == len(b) == len(c) == 3
+    for x, y in list(zip(a, b)) + list(zip(a, c)):
         assert x.keys() == y.keys()
         for key in x:
             assert torch.equal(x[key], y[key]), key

@@ -228,6 +228,15 @@ def pil_warp(image, matrix: np.ndarray, out_res: int, nearest: bool, fill):
                            resample=Image.NEAREST if nearest else Image.BILINEAR, fillcolor=fill)
 
 
+def colour_gain(image, gains):
+    """Per-channel gain on a PIL RGB image through a lookup table (rounded, clipped at 255)."""
+    if all(g == 1.0 for g in gains):
+        return image
+    levels = np.arange(256, dtype=np.float64)
+    lut = np.concatenate([np.clip(np.rint(levels * g), 0, 255) for g in gains]).astype(np.uint8)
+    return image.point(lut.tolist())
+
+
 def procedural_occluder(rng: np.random.Generator, side: int) -> tuple[np.ndarray, np.ndarray]:
     """An RGBA-like occluder: (side, side, 3) uint8 texture and (side, side) bool mask; an ellipse or a
     random polygon in one or two colours with stripes."""

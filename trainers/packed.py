@@ -5,8 +5,12 @@ COCO, MPII, ...).
     files = ["results/packed/demo_train.h5", "results/packed/other_train.h5"]
     data = PackedDataset(files, AugmentSettings())
     sampler = MixedBatchSampler(data.lengths, ratios=[0.6, 0.4], batch_size=64, seed=0)
-    loader = DataLoader(data, batch_sampler=sampler, num_workers=8, persistent_workers=True)
-    for batch in loader: ...   # sampler.set_step(step) is not needed: the sampler counts steps
+    loader = DataLoader(data, sampler=sampler, batch_size=None, num_workers=8, persistent_workers=True)
+    for batch in loader: ...   # or mixed_loader(files, ratios, ...); the sampler counts steps
+
+Each worker builds a whole batch per call (`PackedDataset.batch`, stacked tensors), which halves the
+per-sample overhead of the usual per-sample fetch + collate at these small per-sample costs;
+`batch_sampler=sampler` (per-sample fetch) also works and gives the same batches.
 
 Determinism: the sampler draws, for every position of every batch, the file, the row and a 64-bit
 sample seed from one generator seeded by `seed`; the Dataset derives all augmentation draws from that
@@ -45,6 +49,7 @@ from trainers.augment import (
     OccluderSet,
     camera_z_rotation,
     cihp_flip_lut,
+    colour_gain,
     draw_params,
     flip_pose,
     joints49_flip_permutation,
@@ -145,7 +150,9 @@ class PackedDataset(torch.utils.data.Dataset):
         if self._pid != os.getpid():  # a new worker process: never reuse the parent's handles
             self._handles, self._pid = {}, os.getpid()
         if k not in self._handles:
-            self._handles[k] = h5py.File(self.files[k].path, "r")
+            f = h5py.File(self.files[k].path, "r")
+            self._handles[k] = {name: f[name] for name in ("images", "image_error", "parts/labels", "parsing/labels") if name in f}
+            self._handles[k]["file"] = f
         return self._handles[k]
 
     def describe(self) -> dict:
@@ -154,6 +161,8 @@ class PackedDataset(torch.utils.data.Dataset):
 
     # -- one sample ------------------------------------------------------------------------------------
     def __getitem__(self, item):
+        if isinstance(item, list):  # a batch from MixedBatchSampler (DataLoader with batch_size=None)
+            return self.batch(item)
         if isinstance(item, (int, np.integer)):
             k, j, seed, step = 0, int(self.files[0].usable[int(item)]), 0, 0
             settings = AugmentSettings(**{**asdict(self.augment), "enabled": False})
@@ -163,14 +172,20 @@ class PackedDataset(torch.utils.data.Dataset):
         return self.sample(k, j, seed, step, settings)
 
     def read(self, k: int, j: int) -> dict:
-        """The stored crops of file k, row j: image (C, C, 3) uint8, part and parser label maps (R, R)."""
-        from pipeline.pack import decode_jpeg
+        """The stored crops of file k, row j: image (C x C PIL RGB), part and parser label maps (R, R)."""
+        import io
 
-        meta, f = self.files[k], self._h5(k)
+        from PIL import Image
+
+        meta, f = self.files[k], self._h5(k)  # the file's datasets, opened once per process
         if not meta.image_ok[j]:
             raise PackedFileError(f"{meta.path}: row {j} has no image ({f['image_error'][j].decode()})")
         data = f["images"][j]
-        image = decode_jpeg(data) if meta.image_format == "jpeg" else np.asarray(data)
+        if meta.image_format == "jpeg":
+            image = Image.open(io.BytesIO(data.tobytes()))
+            image = image.convert("RGB") if image.mode != "RGB" else image
+        else:
+            image = Image.fromarray(np.asarray(data))
         parts = f["parts/labels"][j] if meta.has_parts_group and meta.has_parts[j] else None
         parser = None
         if meta.has_parsing_group and meta.has_parser[j]:
@@ -181,6 +196,16 @@ class PackedDataset(torch.utils.data.Dataset):
         return {"image": image, "parts": parts, "parser": parser}
 
     def sample(self, k: int, j: int, seed: int, step: int, settings: AugmentSettings) -> dict:
+        """One sample as torch tensors (see the module docstring)."""
+        return _to_tensors(self.arrays(k, j, seed, step, settings))
+
+    def batch(self, items) -> dict:
+        """A whole batch in one call (stacked tensors), as the loader's workers fetch them: one
+        process call and one transfer per batch instead of per sample."""
+        samples = [self.arrays(*(int(v) for v in item), self.augment) for item in items]
+        return {key: torch.from_numpy(np.stack([s[key] for s in samples])) for key in samples[0]}
+
+    def arrays(self, k: int, j: int, seed: int, step: int, settings: AugmentSettings) -> dict:
         from PIL import Image
 
         meta = self.files[k]
@@ -191,7 +216,7 @@ class PackedDataset(torch.utils.data.Dataset):
         M = label_to_output_matrix(p, R, O)
         d = (C - R) / 2.0
         M_img = M @ np.array([[1.0, 0, -d], [0, 1, -d], [0, 0, 1]])  # image-crop pixels -> output
-        image = np.array(pil_warp(Image.fromarray(stored["image"]), M_img, O, nearest=False, fill=(0, 0, 0)))
+        image = np.array(colour_gain(pil_warp(stored["image"], M_img, O, nearest=False, fill=(0, 0, 0)), p.gains))
         parts = parser = None
         if stored["parts"] is not None:
             parts = np.array(pil_warp(Image.fromarray(stored["parts"]), M, O, nearest=True, fill=255))
@@ -201,8 +226,6 @@ class PackedDataset(torch.utils.data.Dataset):
             parser = np.array(pil_warp(Image.fromarray(stored["parser"]), M, O, nearest=True, fill=255))
             if p.flip:
                 parser = self._cihp_lut[parser]
-        if any(g != 1.0 for g in p.gains):
-            image = np.clip(image * np.asarray(p.gains, np.float32), 0, 255).astype(np.uint8)
         occluded = np.zeros((O, O), bool)
         if p.occluders:
             occluded = paste_occluders(image, parser, p.occluders, settings, self.occluders)
@@ -234,25 +257,30 @@ class PackedDataset(torch.utils.data.Dataset):
             min_clothing = min_clothing[MIN_CLOTHING_FLIP]
         O_labels = np.full((O, O), 255, np.uint8)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "keypoints": torch.from_numpy(kp),
-            "pose": torch.from_numpy(pose.astype(np.float32)),
-            "betas": torch.from_numpy(betas),
-            "has_smpl": torch.tensor(has_smpl),
-            "joints3d": torch.from_numpy(joints3d.astype(np.float32)),
-            "has_joints3d": torch.tensor(has_joints3d),
-            "part_labels": torch.from_numpy(parts if parts is not None else O_labels),
-            "has_parts": torch.tensor(parts is not None),
-            "parser_labels": torch.from_numpy(parser if parser is not None else O_labels.copy()),
-            "has_parser": torch.tensor(parser is not None),
-            "min_clothing_valid": torch.from_numpy(min_clothing.astype(bool)),
-            "occluded": torch.from_numpy(occluded),
-            "file": torch.tensor(k),
-            "row": torch.tensor(j),
-            "flip": torch.tensor(p.flip),
-            "rotation": torch.tensor(p.rotation, dtype=torch.float32),
-            "scale": torch.tensor(p.scale, dtype=torch.float32),
+            "image": image.transpose(2, 0, 1),
+            "keypoints": kp,
+            "pose": pose.astype(np.float32),
+            "betas": betas,
+            "has_smpl": np.bool_(has_smpl),
+            "joints3d": joints3d.astype(np.float32),
+            "has_joints3d": np.bool_(has_joints3d),
+            "part_labels": parts if parts is not None else O_labels,
+            "has_parts": np.bool_(parts is not None),
+            "parser_labels": parser if parser is not None else O_labels.copy(),
+            "has_parser": np.bool_(parser is not None),
+            "min_clothing_valid": min_clothing.astype(bool),
+            "occluded": occluded,
+            "file": np.int64(k),
+            "row": np.int64(j),
+            "flip": np.bool_(p.flip),
+            "rotation": np.float32(p.rotation),
+            "scale": np.float32(p.scale),
         }
+
+
+def _to_tensors(sample: dict) -> dict:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else torch.tensor(v)
+            for k, v in sample.items()}
 
 
 class MixedBatchSampler(torch.utils.data.Sampler):
@@ -312,7 +340,7 @@ def mixed_loader(files: list[str], ratios: list[float] | None = None, batch_size
     data = PackedDataset(files, augment)
     sampler = MixedBatchSampler(data.lengths, ratios, batch_size, seed, steps, start_step,
                                 usable=[f.usable for f in data.files])
-    return torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=num_workers,
+    return torch.utils.data.DataLoader(data, sampler=sampler, batch_size=None, num_workers=num_workers,
                                        persistent_workers=num_workers > 0, **loader_kwargs)
 
 
