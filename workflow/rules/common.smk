@@ -226,6 +226,19 @@ PARSING = config["parsing"]
 USE_DEMO_PARSER = PARSING["weights"] is None
 
 
+def gpus(device: str) -> int:
+    """GPUs a job of a stage with this `device` setting takes from the `gpu` resource: "cuda" 1, "cpu" 0,
+    "auto" 1 when the machine building the DAG has CUDA (local runs). Cluster profiles set `gpu` per rule
+    with set-resources instead, as the submit host may have no GPU (README, "Running on a cluster")."""
+    if device == "cpu":
+        return 0
+    if device == "auto":
+        from pipeline.config import resolve_device
+
+        return int(resolve_device("auto") != "cpu")
+    return 1
+
+
 def parser_weights():
     """The parser's weights: the user's official file, or the demo parser trained on the demo world."""
     if USE_DEMO_PARSER:
@@ -249,7 +262,7 @@ def demo_parser_options(wildcards):
     demo = PARSING["demo"]
     return (
         f"--width {demo['width']} --resolution {demo['input_resolution']} --steps {demo['steps']} "
-        f"--batch-size {demo['batch_size']} --learning-rate {demo['learning_rate']} --seed {config['seed']}"
+        f"--batch-size {demo['batch_size']} --learning-rate {demo['learning_rate']} --seed {config['seed']} --device {PARSING['device']}"
     )
 
 

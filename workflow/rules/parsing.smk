@@ -19,7 +19,7 @@ rule parsing_demo_weights:
     resources:
         mem_mb=6000,
         runtime=60,
-        gpu=1,
+        gpu=gpus(PARSING["device"]),
     shell:
         "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m trainers.demo_parser {input.annotations} {input.ground_truth} {output} "
         "{params.options} > {log} 2>&1"
@@ -42,7 +42,7 @@ rule parsing_shard:
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=1,
+        gpu=gpus(PARSING["device"]),
     shell:
         "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m pipeline.parsing shard {input.weights} {input.annotations} {output} "
         "{params.options} > {log} 2>&1"

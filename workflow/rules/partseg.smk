@@ -18,6 +18,7 @@ rule partseg_shard:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=gpus(PARTSEG["device"]) if PARTSEG["backend"] == "raster" else 0,
     shell:
         "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m pipeline.partseg shard {input.body} {input.annotations} {output} "
         "{params.options} > {log} 2>&1"

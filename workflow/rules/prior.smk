@@ -33,7 +33,7 @@ rule prior_map:
     resources:
         mem_mb=6000,
         runtime=120,
-        gpu=1,
+        gpu=gpus(PRIOR["device"]),
     shell:
         "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m pipeline.prior map {input.index} {input.body} "
         "{input.weights} {output} {params.options} > {log} 2>&1"
