@@ -1,0 +1,74 @@
+"""The demo preparation DAG through the SLURM profile on a real one-node SLURM cluster (started and
+stopped by the test), with the GPU rules on a `gpu` partition with a fake GPU; its outputs must equal a
+local run's. Skipped, with the reason, where the cluster cannot be started (no root, no packages)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from slurm_cluster import slurm_cluster, unavailable
+from test_workflow import SMALL_WORLD, snakemake
+
+pytestmark = pytest.mark.slow
+
+TARGETS = ("partseg", "parsing")
+GPU_RULES = ("partseg_shard", "parsing_shard", "parsing_demo_weights")
+
+
+def small_config(path: Path) -> None:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["world"].update(SMALL_WORLD)
+    config["parsing"]["demo"] = {"steps": 20, "input_resolution": 96, "batch_size": 4}
+    config["parsing"]["scales"] = [1.0]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def npz_outputs(workdir: Path) -> dict[str, dict]:
+    out = {}
+    for f in sorted((workdir / "results").rglob("*.npz")):
+        with np.load(f, allow_pickle=False) as z:
+            out[str(f.relative_to(workdir))] = {k: z[k] for k in z.files}
+    return out
+
+
+def test_the_demo_dag_runs_on_slurm_like_locally(tmp_path):
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    small_config(local)
+    small_config(cluster)
+    snakemake("--cores", "2", *TARGETS, cwd=local)
+    # the repository's SLURM profile, with the CPUs per GPU cut to the test node's 2 CPUs
+    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    assert set(GPU_RULES) <= set(profile["set-resources"]) and profile["slurm-status-command"] == "squeue"
+    for rule in profile["set-resources"].values():
+        rule["cpus_per_gpu"] = 1
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    with slurm_cluster() as env:
+        command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                   "--directory", str(cluster), *TARGETS, "--workflow-profile", str(tmp_path / "profile"),
+                   "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4"]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=cluster, env=env, timeout=1500)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        # the jobs really went through SLURM, the GPU rules to the gpu partition with a GPU
+        jobs = subprocess.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,Partition:12,tres-per-job:30,tres-per-node:30,State:14"],
+                              capture_output=True, text=True, env=env).stdout.split("\n")
+        jobs = [j.split() for j in jobs if j.strip()]
+    assert len(jobs) >= 10 and all(j[4] == "COMPLETED" for j in jobs), jobs
+    gpu_jobs = [j for j in jobs if j[1] == "gpu"]
+    assert gpu_jobs and all("gpu" in j[2] + j[3] for j in gpu_jobs), jobs  # each asked for the fake GPU
+    assert any(j[1] == "cpu" and "gpu" not in j[2] + j[3] for j in jobs)
+    ours, theirs = npz_outputs(cluster), npz_outputs(local)
+    assert ours.keys() == theirs.keys() and len(ours) > 10
+    for name, arrays in ours.items():
+        assert arrays.keys() == theirs[name].keys(), name
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(value, theirs[name][key], err_msg=f"{name}:{key}")
