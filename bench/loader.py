@@ -87,20 +87,30 @@ class PerSampleDataset(torch.utils.data.Dataset):
 
 
 def upscaled_world(src_ann: str, src_images: str, parts_index: str, parsing_index: str, rows: int, long_side: int | None,
-                   out: Path, label_res: int = 224) -> tuple[str, str, str]:
-    """Photos (optionally upscaled), annotations scaled to match, and per-photo label PNGs in the
-    photo's frame (the layout of the per-sample loaders). Returns (annotations, images, labels)."""
+                   out: Path, label_res: int = 224) -> tuple[str, str, str, str, str]:
+    """Photos (optionally upscaled), annotations scaled to match, per-photo label PNGs in the photo's
+    frame (the layout of the per-sample loaders), and the part-label and parser shards cut to the rows
+    used, with their index files (for packing). Returns (annotations, images, labels, parts index,
+    parser index)."""
     from PIL import Image
 
+    from pipeline import parsing as parsing_stage
+    from pipeline import partseg
     from pipeline.datasets import load_annotations
     from pipeline.shards import load_shards
 
+    out.mkdir(parents=True)
     ann = load_annotations(src_ann, image_root=src_images)
     rows = min(rows, len(ann))
-    parts = load_shards(parts_index, ("parts",))["parts"]
-    parsing = load_shards(parsing_index, ("labels", "box"))
+    parts_shard = load_shards(parts_index, ("index", "parts", "absent", "skipped", "camera_source", "cam_t", "reason", "imgname"))
+    parsing = load_shards(parsing_index, ("index", "labels", "box", "min_clothing_valid", "no_keypoints", "skipped", "reason", "imgname"))
+    np.savez(out / "parts-0.npz", resolution=np.array(label_res), **{k: v[:rows] for k, v in parts_shard.items()})
+    np.savez(out / "parse-0.npz", resolution=np.array(label_res), **{k: v[:rows] for k, v in parsing.items()})
+    partseg.write_index([str(out / "parts-0.npz")], str(out / "parts.json"))
+    parsing_stage.write_index([str(out / "parse-0.npz")], str(out / "parsing.json"))
+    parts = parts_shard["parts"]
     images, labels = out / "images", out / "labels"
-    images.mkdir(parents=True)
+    images.mkdir()
     labels.mkdir()
     arrays = {k: np.asarray(v)[:rows].copy() for k, v in ann.arrays.items()}
     factors = np.ones(rows)
@@ -136,7 +146,7 @@ def upscaled_world(src_ann: str, src_images: str, parts_index: str, parsing_inde
             Image.fromarray(full).save(labels / f"{j:06d}_{key}.png")
     np.save(labels / "boxes.npy", parsing["box"][:rows])
     np.savez(out / "annotations.npz", **arrays)
-    return str(out / "annotations.npz"), str(images), str(labels)
+    return str(out / "annotations.npz"), str(images), str(labels), str(out / "parts.json"), str(out / "parsing.json")
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -189,28 +199,15 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         for tag, long_side in (("", args.long_side), ("native_", None)):
             world = tmp / f"world{tag}"
-            ann, images, labels = upscaled_world(args.annotations, args.images, args.parts, args.parsing,
-                                                         args.rows, long_side, world)
-            # index files restricted to the rows used: pack needs labels for every row of the annotations
-            from pipeline.shards import load_shards
-
+            ann, images, labels, parts_index, parsing_index = upscaled_world(
+                args.annotations, args.images, args.parts, args.parsing, args.rows, long_side, world)
             rows = len(np.load(ann)["scale"])
-            parts_npz, parse_npz = world / "parts-0.npz", world / "parse-0.npz"
-            p = load_shards(args.parts, ("index", "parts", "absent", "skipped", "camera_source", "cam_t", "reason", "imgname"))
-            np.savez(parts_npz, resolution=np.array(224), **{k: v[:rows] for k, v in p.items()})
-            q = load_shards(args.parsing, ("index", "labels", "box", "min_clothing_valid", "no_keypoints", "skipped", "reason", "imgname"))
-            np.savez(parse_npz, resolution=np.array(224), **{k: v[:rows] for k, v in q.items()})
-            from pipeline import parsing as parsing_stage
-            from pipeline import partseg
-
-            partseg.write_index([str(parts_npz)], str(world / "parts.json"))
-            parsing_stage.write_index([str(parse_npz)], str(world / "parsing.json"))
             files = {}
             for fmt in ("jpeg", "raw") if not tag else ("jpeg",):
                 out = world / f"packed-{fmt}.h5"
                 start = time.perf_counter()
-                pack.pack_split("bench", ann, images, str(out), pack.PackSettings(image_format=fmt), str(world / "parts.json"),
-                                str(world / "parsing.json"), progress=False)
+                pack.pack_split("bench", ann, images, str(out), pack.PackSettings(image_format=fmt), parts_index,
+                                parsing_index, progress=False)
                 seconds = time.perf_counter() - start
                 mb = out.stat().st_size / 1e6
                 files[fmt] = out

@@ -71,11 +71,17 @@ def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
 
 
-def decode_jpeg(data: np.ndarray) -> np.ndarray:
+def decode_jpeg_image(data: np.ndarray):
+    """Stored JPEG bytes -> a decoded PIL RGB image (the training loader warps it directly)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data.tobytes())) as im:
-        return np.asarray(im.convert("RGB"))
+    image = Image.open(io.BytesIO(data.tobytes()))
+    image.load()
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def decode_jpeg(data: np.ndarray) -> np.ndarray:
+    return np.asarray(decode_jpeg_image(data))
 
 
 def _strings(values) -> np.ndarray:

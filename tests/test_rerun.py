@@ -21,6 +21,10 @@ REAL = REPO.parent / "shared" / "fixtures" / "real"
 
 pytestmark = pytest.mark.slow
 
+# new parser weights: every parser shard and what reads them (prior, packs), never the part labels
+WEIGHTS_CHANGED = {"parsing_shard": 4, "parsing_index": 4, "parsing_check": 1, "parsing_figure": 1, "prior_map": 2,
+                   "prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "all": 1}
+
 
 def planned_jobs(workdir: Path, targets=("all",)) -> dict[str, int]:
     """Jobs a run of `targets` would execute now, by rule, from Snakemake's API (a dry run)."""
@@ -107,10 +111,6 @@ def test_rerun_nothing_after_an_unrelated_config_change(work):
     # with parser weights configured the demo parser's settings do not matter; nor do the check goals
     edit_config(work, lambda c: c["parsing"].setdefault("demo", {}).update(steps=5))
     assert planned_jobs(work) == {}
-
-
-WEIGHTS_CHANGED = {"parsing_shard": 4, "parsing_index": 4, "parsing_check": 1, "parsing_figure": 1, "prior_map": 2,
-                   "prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "all": 1}
 
 
 def test_incremental_touch_reruns_only_where_snakemake_cannot_checksum(work):

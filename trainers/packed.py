@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +123,7 @@ class PackedDataset(torch.utils.data.Dataset):
             raise ValueError("PackedDataset needs at least one packed file")
         self.files = [_FileIndex(p) for p in files]
         self.augment = augment or AugmentSettings(enabled=False)
+        self._unaugmented = replace(self.augment, enabled=False)
         self.occluders = OccluderSet(self.augment.occluders)
         self._handles: dict[int, object] = {}
         self._pid = None
@@ -165,7 +166,7 @@ class PackedDataset(torch.utils.data.Dataset):
             return self.batch(item)
         if isinstance(item, (int, np.integer)):
             k, j, seed, step = 0, int(self.files[0].usable[int(item)]), 0, 0
-            settings = AugmentSettings(**{**asdict(self.augment), "enabled": False})
+            settings = self._unaugmented
         else:
             k, j, seed, step = (int(v) for v in item)
             settings = self.augment
@@ -173,19 +174,15 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def read(self, k: int, j: int) -> dict:
         """The stored crops of file k, row j: image (C x C PIL RGB), part and parser label maps (R, R)."""
-        import io
-
         from PIL import Image
+
+        from pipeline.pack import decode_jpeg_image
 
         meta, f = self.files[k], self._h5(k)  # the file's datasets, opened once per process
         if not meta.image_ok[j]:
             raise PackedFileError(f"{meta.path}: row {j} has no image ({f['image_error'][j].decode()})")
         data = f["images"][j]
-        if meta.image_format == "jpeg":
-            image = Image.open(io.BytesIO(data.tobytes()))
-            image = image.convert("RGB") if image.mode != "RGB" else image
-        else:
-            image = Image.fromarray(np.asarray(data))
+        image = decode_jpeg_image(data) if meta.image_format == "jpeg" else Image.fromarray(np.asarray(data))
         parts = f["parts/labels"][j] if meta.has_parts_group and meta.has_parts[j] else None
         parser = None
         if meta.has_parsing_group and meta.has_parser[j]:
@@ -303,9 +300,9 @@ class MixedBatchSampler(torch.utils.data.Sampler):
         counts = np.floor(raw).astype(int)
         for i in np.argsort(-(raw - counts), kind="stable")[: batch_size - counts.sum()]:
             counts[i] += 1
-        for n, c, path_i in zip(lengths, counts, range(len(lengths))):
+        for k, (n, c) in enumerate(zip(lengths, counts)):
             if c and not n:
-                raise ValueError(f"packed file {path_i} has no usable rows but a mixing share of {c} per batch")
+                raise ValueError(f"packed file {k} has no usable rows but a mixing share of {c} per batch")
         self.lengths, self.counts, self.batch_size = list(lengths), counts, batch_size
         self.seed, self.start_step = seed, start_step
         self.usable = usable
