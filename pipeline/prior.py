@@ -11,7 +11,9 @@ the reduce is exact and independent of the order of shards. A vertex is *seen* i
 least one pixel votes for it, whatever its label.
 
 Reduce (`reduce_counts`): the sum of every shard's counts, normalised per vertex; vertices never seen
-take the mean of their seen neighbours (spread over the mesh); optionally, labels implausible for a
+take the mean of their seen neighbours (spread over the mesh); optionally, a left/right label pair
+(arm, leg, shoe) takes the side of the vertex's own body part (`pool_sides`: a parser's left/right is
+unreliable on people seen from behind, the fitted body's is not); optionally, labels implausible for a
 vertex's body part are zeroed (`resources/prior_part_rules.yaml`); a small background probability
 is mixed in; the per-face table DSR's renderer uses is the mean of each face's three vertices.
 
@@ -486,6 +488,30 @@ def load_part_rules(path: str | Path = PART_RULES_PATH) -> np.ndarray:
     return allowed
 
 
+SIDE_PAIRS = (("Left-arm", "Right-arm"), ("Left-leg", "Right-leg"), ("Left-shoe", "Right-shoe"))
+
+
+def pool_sides(counts: np.ndarray, part_labels: np.ndarray) -> np.ndarray:
+    """Counts with every left/right label pair pooled onto the side of the vertex's own body part.
+
+    A parser decides left from right by how the person faces the camera; from behind it often gets
+    it wrong, but the fitted body knows which side each vertex is on (SMPL's part names: the
+    person's own left and right). On a left-side part, votes for Right-arm count as Left-arm (and
+    the mirror); vertices of central parts (spine, hips, neck, head) keep their counts."""
+    from pipeline.skeleton import SMPL_PART_NAMES
+
+    names = [SMPL_PART_NAMES[p] for p in np.asarray(part_labels)]
+    left = np.array([n.startswith("left") for n in names])
+    right = np.array([n.startswith("right") for n in names])
+    pooled = counts.copy()
+    for left_label, right_label in SIDE_PAIRS:
+        lo, ro = CIHP[left_label], CIHP[right_label]
+        both = counts[:, lo] + counts[:, ro]
+        pooled[left, lo], pooled[left, ro] = both[left], 0
+        pooled[right, ro], pooled[right, lo] = both[right], 0
+    return pooled
+
+
 def fill_unseen(dist: np.ndarray, seen: np.ndarray, faces: np.ndarray, max_iterations: int = 200) -> np.ndarray:
     """Vertices never seen take the mean distribution of their already-filled neighbours, ring by ring."""
     adj = vertex_adjacency(faces, len(dist))
@@ -506,7 +532,7 @@ def fill_unseen(dist: np.ndarray, seen: np.ndarray, faces: np.ndarray, max_itera
 
 
 def reduce_counts(shard_files: list[str], body_file: str, out: str, background_probability: float = 0.01,
-                  part_cleaning: bool = True, rules_file: str | Path = PART_RULES_PATH) -> dict:
+                  part_cleaning: bool = True, rules_file: str | Path = PART_RULES_PATH, sides_from_body: bool = True) -> dict:
     from pipeline.body.model import load_body_model
     from pipeline.io import save_npz
 
@@ -535,8 +561,9 @@ def reduce_counts(shard_files: list[str], body_file: str, out: str, background_p
     scans, views = np.array(scans, dtype=str)[order], np.array(views, dtype=np.int64)[order]
     mesh_hashes, fit_hashes = np.array(mesh_hashes, dtype=str)[order], np.array(fit_hashes, dtype=str)[order]
     seen = counts.sum(1) > 0
+    votes = pool_sides(counts, data.part_labels) if sides_from_body else counts
     dist = np.zeros((V, NUM_CIHP_CLASSES))
-    dist[seen] = counts[seen] / counts[seen].sum(1, keepdims=True)
+    dist[seen] = votes[seen] / votes[seen].sum(1, keepdims=True)
     dist = fill_unseen(dist, seen, faces)
     if part_cleaning:
         allowed = load_part_rules(rules_file)[np.asarray(data.part_labels)]
@@ -566,6 +593,7 @@ def reduce_counts(shard_files: list[str], body_file: str, out: str, background_p
         "body_sha256": np.array(file_hash(body_file)),
         "background_probability": np.array(background_probability),
         "part_cleaning": np.array(part_cleaning),
+        "sides_from_body": np.array(sides_from_body),
     }
     save_npz(out, result)
     return {"scans": len(scans), "views": int(views.sum()), "seen_vertices": int(seen.sum()), "vertices": V}
@@ -705,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--background-probability", type=float, default=0.01)
     p.add_argument("--no-part-cleaning", dest="part_cleaning", action="store_false")
     p.add_argument("--rules", default=str(PART_RULES_PATH))
+    p.add_argument("--sides", choices=("body", "parser"), default="body",
+                   help="left/right label pairs: pooled onto the side of the vertex's own body part (default) or as voted")
     p = sub.add_parser("check", help="argmax agreement with the demo scans' ground truth")
     p.add_argument("prior")
     p.add_argument("index")
@@ -733,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("scans %d-%d: %s on %s, %.2f views/s", args.indices[0], args.indices[1] - 1, done, settings.device,
                  done["views"] / seconds)
     elif args.command == "reduce":
-        log.info("%s", reduce_counts(args.shards, args.body, args.out, args.background_probability, args.part_cleaning, args.rules))
+        log.info("%s", reduce_counts(args.shards, args.body, args.out, args.background_probability, args.part_cleaning, args.rules,
+                                     args.sides == "body"))
     elif args.command == "check":
         result = check_prior(args.prior, args.index, args.out, args.goal_agreement, args.min_agreement)
         log.info("argmax agreement %.4f over %d seen vertices (goal %.2f: %s)", result["argmax_agreement"],

@@ -183,6 +183,38 @@ def test_part_rules_zero_implausible_labels(tmp_path, body_file, demo_model):
     assert rules.shape == (24, NUM_CIHP_CLASSES) and rules.any(0).all()
 
 
+def test_sides_come_from_the_body(tmp_path, body_file, demo_model):
+    """Votes of a parser that swapped left and right (a person seen from behind) count for the side
+    of the vertex's own body part; central parts keep their votes; every vertex keeps its total."""
+    from pipeline.skeleton import SMPL_PART_NAMES
+
+    V = demo_model.data.num_vertices
+    parts = demo_model.data.part_labels
+    left_arm, right_leg = parts == SMPL_PART_NAMES.index("leftForeArm"), parts == SMPL_PART_NAMES.index("rightLeg")
+    spine = parts == SMPL_PART_NAMES.index("spine2")
+    counts = np.zeros((V, NUM_CIHP_CLASSES), np.int64)
+    counts[:, CIHP["UpperClothes"]] = 6
+    counts[left_arm, CIHP["Right-arm"]], counts[left_arm, CIHP["Left-arm"]] = 7, 3
+    counts[right_leg, CIHP["Left-leg"]], counts[right_leg, CIHP["Right-leg"]] = 4, 4
+    counts[spine, CIHP["Left-arm"]], counts[spine, CIHP["Right-arm"]] = 2, 1
+    pooled = prior.pool_sides(counts, parts)
+    assert np.array_equal(pooled.sum(1), counts.sum(1))
+    assert (pooled[left_arm, CIHP["Left-arm"]] == 10).all() and (pooled[left_arm, CIHP["Right-arm"]] == 0).all()
+    assert (pooled[right_leg, CIHP["Right-leg"]] == 8).all() and (pooled[right_leg, CIHP["Left-leg"]] == 0).all()
+    assert np.array_equal(pooled[spine], counts[spine])
+    np.savez(tmp_path / "s.npz", counts=counts, seen_views=np.ones(V, np.int32), scans=np.array(["a"]), views=np.array([1]),
+             mesh_sha256=np.array(["m"]), fit_sha256=np.array(["f"]), parser_sha256=np.array("p"))
+    argmax = {}
+    for sides in (True, False):
+        prior.reduce_counts([str(tmp_path / "s.npz")], str(body_file), str(tmp_path / f"{sides}.npz"), sides_from_body=sides)
+        with np.load(tmp_path / f"{sides}.npz") as z:
+            argmax[sides] = z["vertex_prior"][:, 1:].argmax(1) + 1
+            assert bool(z["sides_from_body"]) == sides
+    # pooled: 10 arm votes beat 6 for the sleeve; as voted, part cleaning drops the 7 wrong-side votes
+    assert (argmax[True][left_arm] == CIHP["Left-arm"]).all() and (argmax[False][left_arm] == CIHP["UpperClothes"]).all()
+    assert (argmax[True][right_leg] == CIHP["Right-leg"]).all()
+
+
 def test_fill_unseen_spreads_from_seen_neighbours():
     faces = np.array([[0, 1, 2], [1, 2, 3], [2, 3, 4]])
     dist = np.zeros((5, NUM_CIHP_CLASSES))
