@@ -19,6 +19,7 @@ minimal-clothing maps are derived when the data is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from pipeline.config import resolve_device
 from pipeline.crop import crop_matrix, sampling_grid, transform_points
 from pipeline.labelsets import CIHP, CIHP_FLIP_PAIRS, CIHP_IGNORE, NUM_CIHP_CLASSES
-from pipeline.skeleton import NUM_OPENPOSE_JOINTS
+from pipeline.skeleton import JOINTS49_NAMES, NUM_OPENPOSE_JOINTS
 
 MIN_CLOTHING_LABELS = (CIHP["Face"], CIHP["Left-arm"], CIHP["Right-arm"], CIHP["Left-shoe"], CIHP["Right-shoe"])
 
@@ -52,6 +53,7 @@ class ParsingSettings:
     keypoint_threshold: float = 0.3
     box_growth_at_224: float = 30.0
     min_pixels_at_224: int = 60
+    sides_from_keypoints: bool = True  # left/right of arm, leg and shoe pixels from the nearer keypoint limb
     batch_size: int = 1  # images per forward; 1 is fastest on CPU (measured), GPUs like more
     optimize: bool = True  # TorchScript-optimised network in crop mode (see OptimizedNetwork)
     device: str = "cpu"
@@ -175,6 +177,64 @@ def clean_labels(raw: np.ndarray, box: np.ndarray | None) -> np.ndarray:
     return cleaned
 
 
+# Limbs by joint name, for both keypoint layouts `sample_keypoints` returns: OpenPose BODY_25
+# (the `openpose` array) and the 24 annotated joints (the `part` array). Left and right: the person's own.
+_BODY25 = {name[3:]: i for i, name in enumerate(JOINTS49_NAMES[:NUM_OPENPOSE_JOINTS])}
+_PART24 = {name: i for i, name in enumerate(JOINTS49_NAMES[NUM_OPENPOSE_JOINTS:])}
+SIDE_LIMBS = {  # label pair: (left chain, right chain), in BODY_25 names and in the 24-joint names
+    ("Left-arm", "Right-arm"): ((("LShoulder", "LElbow", "LWrist"), ("RShoulder", "RElbow", "RWrist")),
+                                (("Left Shoulder", "Left Elbow", "Left Wrist"), ("Right Shoulder", "Right Elbow", "Right Wrist"))),
+    ("Left-leg", "Right-leg"): ((("LHip", "LKnee", "LAnkle"), ("RHip", "RKnee", "RAnkle")),
+                                (("Left Hip", "Left Knee", "Left Ankle"), ("Right Hip", "Right Knee", "Right Ankle"))),
+    ("Left-shoe", "Right-shoe"): ((("LAnkle", "LHeel", "LBigToe", "LSmallToe"), ("RAnkle", "RHeel", "RBigToe", "RSmallToe")),
+                                  (("Left Ankle",), ("Right Ankle",))),
+}
+
+
+def _chain_distance(points: np.ndarray, chain: np.ndarray) -> np.ndarray:
+    """Distance of every point (P, 2) to a polyline of joints (K, 2); one joint: to that point."""
+    if len(chain) == 1:
+        return np.linalg.norm(points - chain[0], axis=1)
+    best = np.full(len(points), np.inf)
+    for a, b in zip(chain[:-1], chain[1:]):
+        ab = b - a
+        t = np.clip((points - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
+        best = np.minimum(best, np.linalg.norm(points - (a + t[:, None] * ab), axis=1))
+    return best
+
+
+def assign_sides(labels: np.ndarray, keypoints: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
+    """(labels, pixels changed): every arm, leg and shoe pixel takes the side of the nearer keypoint limb.
+
+    A parser tells left from right by which way the person faces, and human parsers often get it
+    wrong for people seen from behind; the keypoints name their sides. Pixels keep their part (an arm
+    stays an arm); only which side it belongs to is decided by distance to the left and right limb
+    (shoulder-elbow-wrist, hip-knee-ankle, ankle-heel-toes) through keypoints above `threshold`, in the
+    labels' frame. A pair is left as parsed when either limb has no confident keypoint."""
+    if len(keypoints) == NUM_OPENPOSE_JOINTS:
+        names, which = _BODY25, 0
+    elif len(keypoints) == len(_PART24):
+        names, which = _PART24, 1
+    else:
+        raise ValueError(f"keypoints of {len(keypoints)} joints; expected OpenPose BODY_25 (25) or the 24 annotated joints")
+    out = labels.copy()
+    for (left_label, right_label), layouts in SIDE_LIMBS.items():
+        lo, ro = CIHP[left_label], CIHP[right_label]
+        chains = []
+        for chain in layouts[which]:
+            idx = [names[n] for n in chain]
+            chains.append(keypoints[idx][keypoints[idx, 2] > threshold, :2])
+        if not len(chains[0]) or not len(chains[1]):
+            continue
+        ys, xs = np.nonzero((labels == lo) | (labels == ro))
+        if not len(ys):
+            continue
+        points = np.stack([xs, ys], axis=1).astype(np.float64)
+        nearer_left = _chain_distance(points, chains[0]) <= _chain_distance(points, chains[1])
+        out[ys, xs] = np.where(nearer_left, lo, ro)
+    return out, int((out != labels).sum())
+
+
 def minimal_clothing_valid(cleaned: np.ndarray, min_pixels: int) -> np.ndarray:
     """(5,) bool per MIN_CLOTHING_LABELS: present with more than `min_pixels` pixels."""
     return np.array([(cleaned == label).sum() > min_pixels for label in MIN_CLOTHING_LABELS])
@@ -278,9 +338,12 @@ class ParserRunner:
             "box": np.full((n, 4), np.nan),
             "min_clothing_valid": np.zeros((n, len(MIN_CLOTHING_LABELS)), bool),
             "no_keypoints": np.zeros(n, bool),
+            "sides_changed": np.zeros(n, np.int64),  # pixels whose left/right the keypoints reassigned
             "skipped": np.zeros(n, bool),
             "reason": np.full(n, "", dtype=object),
         }
+
+        keypoints = {}
 
         def jobs():
             for j, i in enumerate(indices):
@@ -288,6 +351,7 @@ class ParserRunner:
                 label_crop = crop_matrix(ann["center"][i], ann["scale"][i], res)
                 kp = sample_keypoints(ann, i, s.keypoint_threshold).copy()
                 kp[:, :2] = transform_points(kp[:, :2], label_crop)
+                keypoints[j] = kp
                 box = keypoint_box(kp, s.keypoint_threshold, s.box_growth_at_224 * res / 224.0)
                 if box is None:
                     out["no_keypoints"][j] = True
@@ -302,6 +366,8 @@ class ParserRunner:
                 yield j, image, ann["center"][i], ann["scale"][i]
 
         for j, labels in self.label_crops(jobs()):
+            if s.sides_from_keypoints:
+                labels, out["sides_changed"][j] = assign_sides(labels, keypoints[j], s.keypoint_threshold)
             out["labels"][j] = labels
         for j in range(n):
             if not out["skipped"][j]:
@@ -342,7 +408,8 @@ def write_shard(weights: str, variant: str, annotations_file: str, images_root: 
     result["imgname"] = ann["imgname"][indices.start:indices.stop]
     result["resolution"] = np.array(settings.label_resolution)
     save_npz(out, result)
-    return {"rows": len(indices), **{f: int(result[f].sum()) for f in PARSING_FLAGS}}
+    return {"rows": len(indices), **{f: int(result[f].sum()) for f in PARSING_FLAGS},
+            "sides_changed_pixels": int(result["sides_changed"].sum())}
 
 
 def write_index(shard_files: list[str], out: str) -> dict:
@@ -460,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True)
     p.add_argument("--indices", type=int, nargs=2, required=True, metavar=("START", "STOP"))
     add_inference_arguments(p)
+    p.add_argument("--sides", choices=("keypoints", "parser"), default="keypoints",
+                   help="left/right of arm, leg and shoe pixels: from the nearer keypoint limb (default) or as parsed")
     p = sub.add_parser("index", help="index a dataset's shards, with the manifest of skipped images")
     p.add_argument("out")
     p.add_argument("shards", nargs="+")
@@ -479,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shard":
         settings = settings_from_arguments(args)
         device = settings.device
+        settings = dataclasses.replace(settings, sides_from_keypoints=args.sides == "keypoints")
         counts = write_shard(args.weights, args.variant, args.annotations, args.images, args.dataset,
                              range(*args.indices), args.out, settings)
         log.info("%s rows %d-%d on %s, scales %s flip %s: %s, %.2f images/s", args.dataset, args.indices[0], args.indices[1] - 1,

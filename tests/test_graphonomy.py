@@ -139,3 +139,43 @@ def test_full_image_mode_maps_labels_into_the_crop_frame(split):
     full = ParserRunner(RedIsFace(), ParsingSettings(mode="full", **common)).run(ann, range(2))
     agree = (crop["labels"] == full["labels"]).mean()
     assert agree > 0.95 and (full["labels"] == 13).any()
+
+
+def test_runner_takes_sides_from_the_keypoints(split):
+    """A stub parser that calls every pixel "Left-arm": with sides from keypoints, the pixels at the
+    person's right wrist become "Right-arm" and those at the left wrist stay "Left-arm"; with the
+    parser's sides nothing changes."""
+    from pipeline.crop import crop_matrix, transform_points
+    from pipeline.labelsets import CIHP
+    from pipeline.parsing import sample_keypoints
+
+    ann, _ = split
+
+    class AllLeftArm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 20, *x.shape[-2:])
+            logits[:, CIHP["Left-arm"]] = 1.0
+            return logits
+
+    common = dict(scales=(1.0,), flip=False, label_resolution=64, input_resolution=64, optimize=False)
+    rows = range(4)
+    kept = ParserRunner(AllLeftArm(), ParsingSettings(sides_from_keypoints=False, **common)).run(ann, rows)
+    sided = ParserRunner(AllLeftArm(), ParsingSettings(**common)).run(ann, rows)
+    assert (kept["labels"] == CIHP["Left-arm"]).all() and (kept["sides_changed"] == 0).all()
+    checked = 0
+    for j, i in enumerate(rows):
+        kp = sample_keypoints(ann, i, 0.3).copy()
+        kp[:, :2] = transform_points(kp[:, :2], crop_matrix(ann["center"][i], ann["scale"][i], 64))
+        assert len(kp) == 25  # OpenPose BODY_25
+        labels = sided["labels"][j]
+        assert set(np.unique(labels)) <= {CIHP["Left-arm"], CIHP["Right-arm"]}
+        assert sided["sides_changed"][j] == (labels == CIHP["Right-arm"]).sum()
+        (lx, ly), (rx, ry) = np.round(kp[7, :2]).astype(int), np.round(kp[4, :2]).astype(int)  # OP LWrist, RWrist
+        if kp[4, 2] > 0.3 and kp[7, 2] > 0.3 and np.hypot(lx - rx, ly - ry) > 6 and all(0 <= v < 64 for v in (lx, ly, rx, ry)):
+            assert labels[ly, lx] == CIHP["Left-arm"] and labels[ry, rx] == CIHP["Right-arm"]
+            checked += 1
+    assert checked >= 2

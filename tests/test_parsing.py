@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from pipeline.labelsets import CIHP, CIHP_IGNORE, cihp_flip_permutation
+from pipeline.skeleton import JOINTS49_NAMES
 from pipeline.parsing import (
     MIN_CLOTHING_LABELS,
     ParsingSettings,
+    assign_sides,
     clean_labels,
     flip_logits,
     keypoint_box,
@@ -86,6 +88,47 @@ def test_no_confident_keypoint_is_flagged_not_fatal():
     keypoints = np.array([[10.0, 10.0, 0.1], [0.0, 0.0, 0.0]])
     assert keypoint_box(keypoints, 0.3, 30.0) is None
     assert (clean_labels(np.zeros((8, 8), np.uint8), None) == CIHP_IGNORE).all()
+
+
+def _keypoints(layout: str, positions: dict) -> np.ndarray:
+    names = [n[3:] for n in JOINTS49_NAMES[:25]] if layout == "openpose" else list(JOINTS49_NAMES[25:])
+    kp = np.zeros((len(names), 3))
+    for name, (x, y) in positions.items():
+        kp[names.index(name)] = (x, y, 0.9)
+    return kp
+
+
+def test_sides_follow_the_keypoint_limbs():
+    """A person seen from behind: the parser called the arm on the image's left "Left-arm", but the
+    keypoints put the person's left arm on the image's right. Arm, leg and shoe pixels take the side
+    of the nearer limb; other labels are untouched; a pair without both limbs stays as parsed."""
+    raw = np.full((224, 224), CIHP["UpperClothes"], np.uint8)
+    raw[60:120, 20:40] = CIHP["Left-arm"]     # image-left arm, labelled left
+    raw[60:120, 180:200] = CIHP["Left-arm"]   # image-right arm, also labelled left
+    raw[130:200, 80:100] = CIHP["Right-leg"]  # image-left leg
+    raw[130:200, 120:140] = CIHP["Right-leg"]
+    op = _keypoints("openpose", {"RShoulder": (40, 55), "RElbow": (30, 90), "RWrist": (30, 120),
+                                 "LShoulder": (180, 55), "LElbow": (190, 90), "LWrist": (190, 120),
+                                 "RHip": (90, 130), "RKnee": (90, 165), "RAnkle": (90, 200),
+                                 "LHip": (130, 130), "LKnee": (130, 165), "LAnkle": (130, 200)})
+    part = _keypoints("part", {"Right Shoulder": (40, 55), "Right Elbow": (30, 90), "Right Wrist": (30, 120),
+                               "Left Shoulder": (180, 55), "Left Elbow": (190, 90), "Left Wrist": (190, 120),
+                               "Right Hip": (90, 130), "Right Knee": (90, 165), "Right Ankle": (90, 200),
+                               "Left Hip": (130, 130), "Left Knee": (130, 165), "Left Ankle": (130, 200)})
+    for kp in (op, part):
+        fixed, changed = assign_sides(raw, kp, 0.3)
+        assert (fixed[60:120, 20:40] == CIHP["Right-arm"]).all() and (fixed[60:120, 180:200] == CIHP["Left-arm"]).all()
+        assert (fixed[130:200, 80:100] == CIHP["Right-leg"]).all() and (fixed[130:200, 120:140] == CIHP["Left-leg"]).all()
+        assert changed == 60 * 20 + 70 * 20
+        untouched = ~np.isin(raw, [CIHP["Left-arm"], CIHP["Right-leg"]])
+        assert (fixed[untouched] == raw[untouched]).all()
+    one_sided = op.copy()
+    one_sided[[5, 6, 7], 2] = 0.1  # the left arm's keypoints are not confident
+    fixed, _ = assign_sides(raw, one_sided, 0.3)
+    arms = np.isin(raw, [CIHP["Left-arm"], CIHP["Right-arm"]])
+    assert (fixed[arms] == raw[arms]).all() and (fixed[130:200, 120:140] == CIHP["Left-leg"]).all()
+    with pytest.raises(ValueError, match="17 joints"):
+        assign_sides(raw, np.zeros((17, 3)), 0.3)
 
 
 def test_presets():

@@ -280,7 +280,8 @@ def parsing_options(wildcards):
     return (
         f"--dataset {wildcards.dataset} --images {spec['images']} "
         f"{_shard_indices(wildcards.shard, PARSING['shard_size'], spec['rows'])} "
-        f"--label-resolution {config['labels']['resolution']} --device {PARSING['device']} {parser_inference_options()}"
+        f"--label-resolution {config['labels']['resolution']} --device {PARSING['device']} {parser_inference_options()} "
+        f"--sides {'keypoints' if PARSING['sides_from_keypoints'] else 'parser'}"
     )
 
 
@@ -399,7 +400,7 @@ def prior_map_options(wildcards):
 
 
 def prior_reduce_options(wildcards):
-    options = f"--background-probability {PRIOR['background_probability']}"
+    options = f"--background-probability {PRIOR['background_probability']} --sides {'body' if PRIOR['sides_from_body'] else 'parser'}"
     if not PRIOR["part_cleaning"]:
         options += " --no-part-cleaning"
     return options
