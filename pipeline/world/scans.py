@@ -127,7 +127,7 @@ def make_scan(model: BodyModel, prior: PosePrior, rng: np.random.Generator) -> d
         sel = vertex_label == label
         colours[sel] = outfit.materials[int(label)].albedo(attrs["rest"][sel])
     mesh = trimesh.Trimesh(verts, tris, vertex_colors=np.clip(colours * 255, 0, 255).astype(np.uint8), process=False)
-    return {"mesh": mesh, "labels": labels, "template": template, "outfit": outfit.upper + "/" + outfit.lower,
+    return {"mesh": mesh, "labels": labels, "face_labels": flabels, "template": template, "outfit": outfit.upper + "/" + outfit.lower,
             "fit": {"betas": betas, "global_orient": global_orient, "body_pose": body_pose, "transl": transl,
                     "gender": np.str_("neutral"), "body_model": np.str_(data.name)},
             "center": 0.5 * (surface.min(0) + surface.max(0)), "extent": float(np.ptp(surface, axis=0).max())}
