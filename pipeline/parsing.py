@@ -460,7 +460,9 @@ def check_against_ground_truth(pairs: list[tuple[str, str]], out: str, goal_miou
     return result
 
 
-def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int = 4, check_file: str | None = None) -> None:
+def parsing_figure(items: list[tuple[str, ...]], out: str, per_dataset: int = 4, check_file: str | None = None) -> None:
+    """Rows of: the crop, raw labels, cleaned labels and, where an item names a ground-truth file
+    (ANNOTATIONS, IMAGES_ROOT, INDEX_JSON[, GT_NPZ with `crop_cihp`]), the true clothing map."""
     import json
     from pathlib import Path
 
@@ -472,20 +474,29 @@ def parsing_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
     colours = np.concatenate([palette(NUM_CIHP_CLASSES), np.zeros((256 - NUM_CIHP_CLASSES, 3), np.uint8)])
     colours[CIHP_IGNORE] = (128, 128, 128)
     rows = []
-    for annotations_file, images_root, index_file in items:
+    for annotations_file, images_root, index_file, *gt_file in items:
         ann = load_annotations(annotations_file, image_root=images_root)
         shards = load_shards(index_file, ("index", "labels", "box", "skipped"))
+        truth = None
+        if gt_file:
+            with np.load(gt_file[0], allow_pickle=False) as z:
+                truth = z["crop_cihp"]
         for k in np.flatnonzero(~shards["skipped"])[:per_dataset]:
             i = int(shards["index"][k])
             res = shards["labels"].shape[-1]
             crop = ann.crop(i, res)
             raw = shards["labels"][k]
             cleaned = clean_labels(raw, None if np.isnan(shards["box"][k]).any() else shards["box"][k])
-            rows.append(np.concatenate([crop, colours[raw], colours[cleaned]], axis=1))
+            panels = [crop, colours[raw], colours[cleaned]]
+            if truth is not None:
+                if truth.shape[-1] != res:
+                    raise ValueError(f"{gt_file[0]}: ground truth at {truth.shape[-1]} px, labels of {index_file} at {res} px")
+                panels.append(colours[truth[i]])
+            rows.append(np.concatenate(panels, axis=1))
     banner = None
     if check_file:
         check = json.loads(Path(check_file).read_text())
-        banner = (f"cleaned pseudo-labels vs ground truth: mIoU {check['miou']:.3f} (goal {check['goal_miou']}), pixel "
+        banner = (f"crop | raw | cleaned pseudo-labels | ground truth: mIoU {check['miou']:.3f} (goal {check['goal_miou']}), pixel "
                   f"accuracy {100 * check['pixel_accuracy']:.1f}% over {check['samples']} samples")
     save_grid(rows, out, banner=banner)
 
@@ -537,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pairs", nargs="+", help="INDEX_JSON:GT_NPZ")
     p.add_argument("--goal-miou", type=float, default=0.5)
     p.add_argument("--min-miou", type=float, help="fail below this mIoU (default: report only)")
-    p = sub.add_parser("figure", help="crops with raw and cleaned labels")
+    p = sub.add_parser("figure", help="crops with raw and cleaned labels (and the ground truth when given)")
     p.add_argument("out")
-    p.add_argument("items", nargs="+", help="ANNOTATIONS:IMAGES_ROOT:INDEX_JSON")
+    p.add_argument("items", nargs="+", help="ANNOTATIONS:IMAGES_ROOT:INDEX_JSON[:GT_NPZ]")
     p.add_argument("--check")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -560,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("mIoU %.4f (goal %.2f: %s), pixel accuracy %.4f over %d samples", result["miou"], args.goal_miou,
                  "met" if result["meets_goal"] else "NOT met", result["pixel_accuracy"], result["samples"])
     elif args.command == "figure":
-        parsing_figure([tuple(i.split(":", 2)) for i in args.items], args.out, check_file=args.check)
+        parsing_figure([tuple(i.split(":", 3)) for i in args.items], args.out, check_file=args.check)
     log.info("done in %.1f s", time.perf_counter() - start)
     return 0
 

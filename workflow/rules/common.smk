@@ -323,17 +323,18 @@ def parsing_check_thresholds(wildcards):
 
 
 def parsing_figure_inputs(wildcards):
-    shown = list(_demo_parsing_datasets())
+    shown = _demo_parsing_datasets()
     return {
         "annotations": [DATASETS[n]["annotations"] for n in shown],
         "indexes": [f"results/parsing/{n}/index.json" for n in shown],
+        "ground_truth": [spec["ground_truth"] for spec in shown.values()],
         "check": "results/checks/parsing.json",
     }
 
 
 def parsing_figure_items(wildcards, input):
     roots = [DATASETS[n]["images"] for n in _demo_parsing_datasets()]
-    return " ".join(f"{a}:{r}:{i}" for a, r, i in zip(input.annotations, roots, input.indexes))
+    return " ".join(f"{a}:{r}:{i}:{g}" for a, r, i, g in zip(input.annotations, roots, input.indexes, input.ground_truth))
 
 
 def parsing_targets():
