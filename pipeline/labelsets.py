@@ -21,7 +21,7 @@ CIHP_LABELS = (
 CIHP = {name: i for i, name in enumerate(CIHP_LABELS)}
 NUM_CIHP_CLASSES = len(CIHP_LABELS)
 CIHP_IGNORE = 255  # outside the keypoint box after cleaning
-CIHP_FLIP_PAIRS = ((14, 15), (16, 17), (18, 19))
+CIHP_FLIP_PAIRS = ((14, 15), (16, 17), (18, 19))  # (left, right): arm, leg, shoe (the person's own sides)
 
 
 def cihp_flip_permutation() -> np.ndarray:

@@ -19,8 +19,7 @@ minimal-clothing maps are derived when the data is loaded.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -559,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shard":
         settings = settings_from_arguments(args)
         device = settings.device
-        settings = dataclasses.replace(settings, sides_from_keypoints=args.sides == "keypoints")
+        settings = replace(settings, sides_from_keypoints=args.sides == "keypoints")
         counts = write_shard(args.weights, args.variant, args.annotations, args.images, args.dataset,
                              range(*args.indices), args.out, settings)
         log.info("%s rows %d-%d on %s, scales %s flip %s: %s, %.2f images/s", args.dataset, args.indices[0], args.indices[1] - 1,

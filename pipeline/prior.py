@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.labelsets import CIHP, CIHP_IGNORE, CIHP_LABELS, NUM_CIHP_CLASSES
+from pipeline.labelsets import CIHP, CIHP_FLIP_PAIRS, CIHP_IGNORE, CIHP_LABELS, NUM_CIHP_CLASSES
 from pipeline.io import sha256_file as file_hash
 from pipeline.mesh import vertex_adjacency, vertex_normals
 from pipeline.raster import rasterize, supersampled_intrinsics
@@ -488,9 +488,6 @@ def load_part_rules(path: str | Path = PART_RULES_PATH) -> np.ndarray:
     return allowed
 
 
-SIDE_PAIRS = (("Left-arm", "Right-arm"), ("Left-leg", "Right-leg"), ("Left-shoe", "Right-shoe"))
-
-
 def pool_sides(counts: np.ndarray, part_labels: np.ndarray) -> np.ndarray:
     """Counts with every left/right label pair pooled onto the side of the vertex's own body part.
 
@@ -504,8 +501,7 @@ def pool_sides(counts: np.ndarray, part_labels: np.ndarray) -> np.ndarray:
     left = np.array([n.startswith("left") for n in names])
     right = np.array([n.startswith("right") for n in names])
     pooled = counts.copy()
-    for left_label, right_label in SIDE_PAIRS:
-        lo, ro = CIHP[left_label], CIHP[right_label]
+    for lo, ro in CIHP_FLIP_PAIRS:
         both = counts[:, lo] + counts[:, ro]
         pooled[left, lo], pooled[left, ro] = both[left], 0
         pooled[right, ro], pooled[right, lo] = both[right], 0
