@@ -100,3 +100,27 @@ def test_a_killed_run_leaves_nothing_that_looks_complete_and_resumes(workdir, tm
     run(workdir, "--cores", "2", "partseg", env=env)  # the same command resumes (rerun-incomplete is in the profile)
     assert len(part_shards(workdir)) == 3
     assert not list((workdir / "results").rglob("*.tmp"))  # no temporary file survives the resumed run
+
+
+def test_the_next_write_removes_a_killed_writers_temporary_file(tmp_path):
+    """A writer SIGKILLed inside `atomic_output` leaves its temporary file (nothing can remove it then);
+    the next write of the same output removes it, and temporaries of other outputs stay."""
+    from pipeline.io import save_npz
+
+    out = tmp_path / "shard-0000.npz"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[2]); from pipeline.io import atomic_output\n"
+        "with atomic_output(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'partial'); print('writing', flush=True); time.sleep(600)"), str(out), str(REPO)],
+        stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    leftovers = list(tmp_path.glob(".shard-0000.npz.*.tmp"))
+    assert len(leftovers) == 1 and not out.exists()
+    other = tmp_path / ".shard-0001.npz.abc.tmp"
+    other.write_bytes(b"another output's")
+    save_npz(out, {"index": np.arange(3)})
+    assert not any(p.exists() for p in leftovers) and other.exists()
+    with np.load(out) as z:
+        assert z["index"].tolist() == [0, 1, 2]
