@@ -4,6 +4,7 @@
 # briefly, then sleep. With more job threads than cores (e.g. --cores 8 on a 2-core machine) the
 # default spinning made 4 concurrent parsing jobs 2x slower than this; a job alone is as fast as before
 # (measured: 85 s vs 40 s for 4 x 20 images; 11.3 s vs 11.6 s for 60 images alone).
+import os
 from pathlib import Path
 
 from pipeline.config import validate_config
@@ -249,6 +250,11 @@ def parser_weights():
             )
         return "results/parsing/weights/demo_parser.pth"
     return PARSING["weights"]
+
+
+# The demo parser's training is the longest job of the demo DAG on CPU: it takes up to 8 of the cores
+# given to Snakemake, never more than this machine has (more OpenMP threads than cores crawl).
+TRAINER_THREADS = max(1, min(8, workflow.cores, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def demo_parser_inputs(wildcards):

@@ -15,10 +15,10 @@ rule parsing_demo_weights:
         "benchmarks/parsing_demo_weights/demo_parser.tsv"
     conda:
         "../../environment.yml"
-    threads: 2
+    threads: TRAINER_THREADS
     resources:
         mem_mb=6000,
-        runtime=60,
+        runtime=180,
         gpu=gpus(PARSING["device"]),
     shell:
         "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 python -m trainers.demo_parser {input.annotations} {input.ground_truth} {output} "
