@@ -252,9 +252,10 @@ def parser_weights():
     return PARSING["weights"]
 
 
-# The demo parser's training is the longest job of the demo DAG on CPU: it takes up to 8 of the cores
-# given to Snakemake, never more than this machine has (more OpenMP threads than cores crawl).
-TRAINER_THREADS = max(1, min(8, workflow.cores, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+# The demo parser's training is the longest job of the demo DAG on CPU: up to 8 threads, never more
+# than this machine has (more OpenMP threads than cores crawl). Local runs scale it down to --cores;
+# cluster runs have no total core count to read (workflow.cores raises there).
+TRAINER_THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def demo_parser_inputs(wildcards):
