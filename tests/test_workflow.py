@@ -57,6 +57,29 @@ def test_dry_run_plans_all(workdir):
         assert re.search(rf"^{rule}\s+{count}$", proc.stdout, re.M), (rule, proc.stdout[-1500:])
 
 
+def test_the_demo_parser_trains_at_one_size_and_labels_at_another(workdir):
+    """parsing.demo.input_resolution is the training crop; every stage that parses (pseudo-labels and the
+    prior's views) runs the demo parser at parsing.demo.inference_resolution (default 160; null: the
+    training size)."""
+
+    def plan_commands():
+        plan = snakemake("-n", "-p", "--cores", "2", "all", cwd=workdir).stdout.splitlines()
+        train = [line for line in plan if "trainers.demo_parser" in line]
+        parse = [line for line in plan if "pipeline.parsing shard" in line or "pipeline.prior map" in line]
+        assert len(train) == 1 and len(parse) == 3 + 2, plan[-40:]
+        return train[0], parse
+
+    train, parse = plan_commands()
+    assert "--resolution 96 " in train
+    assert all(re.search(r"--input-resolution 160\b", line) for line in parse), parse
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["parsing"]["demo"]["inference_resolution"] = None
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    train, parse = plan_commands()
+    assert "--resolution 96 " in train
+    assert all(re.search(r"--input-resolution 96\b", line) for line in parse), parse
+
+
 @pytest.mark.slow
 def test_run_builds_body_model_world_and_figures(workdir):
     snakemake("--cores", "2", "all", cwd=workdir)

@@ -292,12 +292,17 @@ def parsing_options(wildcards):
     )
 
 
+def demo_inference_resolution():
+    demo = PARSING["demo"]
+    return demo["input_resolution"] if demo["inference_resolution"] is None else demo["inference_resolution"]
+
+
 def parser_inference_options():
     """How the parser runs, for every stage that parses (pseudo-labels, prior): one set of options."""
     options = (
         f"--variant {PARSING['variant'] if not USE_DEMO_PARSER else 'transfer'} --preset {PARSING['preset']} "
         f"--mode {PARSING['mode']} --context {PARSING['context']} --batch-size {PARSING['batch_size']} "
-        f"--input-resolution {PARSING['demo']['input_resolution'] if USE_DEMO_PARSER else PARSING['input_resolution']}"
+        f"--input-resolution {demo_inference_resolution() if USE_DEMO_PARSER else PARSING['input_resolution']}"
     )
     if PARSING["scales"] is not None:
         options += " --scales " + " ".join(str(s) for s in PARSING["scales"])
