@@ -105,7 +105,7 @@ def main() -> int:
 
             net, weights = from_pretrained(args.weights), args.weights
         else:
-            net, weights = build("transfer", width=0.125).eval(), "untrained"
+            net, weights = build("transfer", width=0.25).eval(), "untrained"  # the demo parser's default width
         views = 10 * args.scans
         base, base_s, _, _ = run(rows[:args.scans], fits, net, optimize=False, views=views)
         prod, prod_s, stages, compile_s = run(rows[:args.scans], fits, net, optimize=True, views=views)
