@@ -80,7 +80,7 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
     counts = np.bincount(labels.ravel(), minlength=NUM_CIHP_CLASSES).astype(np.float64)
     weights = np.where(counts > 0, (counts / counts.sum() + 1e-6) ** -0.3, 0.0)  # soften the class imbalance
     class_weights = torch.as_tensor(weights / weights[counts > 0].mean(), dtype=torch.float32, device=device)
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last)  # NHWC convolutions: faster on CPU and CUDA
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -93,7 +93,8 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
         idx = torch.randint(len(images_t), (batch_size,), generator=gen)
         x, y = augment(images_t[idx], labels_t[idx], gen, flip_perm)
         x, y = rescale(to_network_input(x), y, gen)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y, weight=class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -102,7 +103,7 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if step % 100 == 0 or step == steps - 1:
             log.info("step %d/%d loss %.4f lr %.2e", step, steps, running, schedule.get_last_lr()[0])
-    return model.cpu().eval()
+    return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
 def main(argv: list[str] | None = None) -> int:
