@@ -5,7 +5,7 @@ A fresh machine has no parser weights; this gives the pseudo-label stage a real 
 through exactly the code path official weights take. The checkpoint is a flat state dict with the
 official key names (only the channel counts differ), so `models.graphonomy.from_pretrained` loads it.
 
-    python -m trainers.demo_parser TRAIN_NPZ TRAIN_GT_NPZ OUT.pth [--width 0.25] [--resolution 128] [--steps 6800]
+    python -m trainers.demo_parser TRAIN_NPZ TRAIN_GT_NPZ OUT.pth [--width 0.25] [--resolution 128] [--steps 8000]
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=6800)
+    parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=6e-3)
     parser.add_argument("--seed", type=int, default=0)
