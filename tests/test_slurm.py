@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 TARGETS = ("partseg", "parsing")
 GPU_RULES = ("partseg_shard", "parsing_shard", "parsing_demo_weights")
+LOCAL_RULES = {"world_split", "partseg_index", "partseg_check", "partseg_figure", "parsing_index", "parsing_check",
+               "parsing_figure"}  # the workflow's `localrules` among this DAG's jobs
 
 
 def small_config(path: Path) -> None:
@@ -59,13 +61,18 @@ def test_the_demo_dag_runs_on_slurm_like_locally(tmp_path):
         proc = subprocess.run(command, capture_output=True, text=True, cwd=cluster, env=env, timeout=1500)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         # the jobs really went through SLURM, the GPU rules to the gpu partition with a GPU
-        jobs = subprocess.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,Partition:12,tres-per-job:30,tres-per-node:30,State:14"],
+        jobs = subprocess.run(["squeue", "-h", "-t", "all", "-O",
+                               "JobID:12,Partition:12,tres-per-job:30,tres-per-node:30,State:14,Comment:120"],
                               capture_output=True, text=True, env=env).stdout.split("\n")
         jobs = [j.split() for j in jobs if j.strip()]
     assert len(jobs) >= 10 and all(j[4] == "COMPLETED" for j in jobs), jobs
     gpu_jobs = [j for j in jobs if j[1] == "gpu"]
     assert gpu_jobs and all("gpu" in j[2] + j[3] for j in gpu_jobs), jobs  # each asked for the fake GPU
     assert any(j[1] == "cpu" and "gpu" not in j[2] + j[3] for j in jobs)
+    # the plugin comments each job with its rule: the work went through SLURM, the bookkeeping did not
+    queued = {j[5].removeprefix("rule_").split("_wildcards_")[0] for j in jobs}
+    assert {"world_image_shard", *GPU_RULES} <= queued, queued
+    assert not queued & LOCAL_RULES, queued
     ours, theirs = npz_outputs(cluster), npz_outputs(local)
     assert ours.keys() == theirs.keys() and len(ours) > 10
     for name, arrays in ours.items():
