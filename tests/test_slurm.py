@@ -12,7 +12,7 @@ import yaml
 
 from conftest import REPO
 from slurm_cluster import slurm_cluster, unavailable
-from test_workflow import SMALL_WORLD, snakemake
+from test_workflow import SMALL_WORLD
 
 pytestmark = pytest.mark.slow
 
@@ -46,25 +46,35 @@ def test_the_demo_dag_runs_on_slurm_like_locally(tmp_path):
     local, cluster = tmp_path / "local", tmp_path / "cluster"
     small_config(local)
     small_config(cluster)
-    snakemake("--cores", "2", *TARGETS, cwd=local)
-    # the repository's SLURM profile, with the CPUs per GPU cut to the test node's 2 CPUs
-    profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
-    assert set(GPU_RULES) <= set(profile["set-resources"]) and profile["slurm-status-command"] == "squeue"
-    for rule in profile["set-resources"].values():
-        rule["cpus_per_gpu"] = 1
-    (tmp_path / "profile").mkdir()
-    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
-    with slurm_cluster() as env:
-        command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                   "--directory", str(cluster), *TARGETS, "--workflow-profile", str(tmp_path / "profile"),
-                   "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4"]
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=cluster, env=env, timeout=1500)
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-        # the jobs really went through SLURM, the GPU rules to the gpu partition with a GPU
-        jobs = subprocess.run(["squeue", "-h", "-t", "all", "-O",
-                               "JobID:12,Partition:12,tres-per-job:30,tres-per-node:30,State:14,Comment:120"],
-                              capture_output=True, text=True, env=env).stdout.split("\n")
-        jobs = [j.split() for j in jobs if j.strip()]
+    # the local reference run goes alongside the cluster run, which mostly waits on queue polls
+    local_run = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                                  "--directory", str(local), "--cores", "1", *TARGETS],
+                                 cwd=local, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # the repository's SLURM profile, with the CPUs per GPU cut to the test node's 2 CPUs
+        profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+        assert set(GPU_RULES) <= set(profile["set-resources"]) and profile["slurm-status-command"] == "squeue"
+        for rule in profile["set-resources"].values():
+            rule["cpus_per_gpu"] = 1
+        (tmp_path / "profile").mkdir()
+        (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+        with slurm_cluster() as env:
+            command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+                       "--directory", str(cluster), *TARGETS, "--workflow-profile", str(tmp_path / "profile"),
+                       "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4"]
+            proc = subprocess.run(command, capture_output=True, text=True, cwd=cluster, env=env, timeout=1500)
+            local_output = local_run.communicate(timeout=1500)[0]
+            assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+            assert local_run.returncode == 0, local_output[-4000:]
+            # the jobs really went through SLURM, the GPU rules to the gpu partition with a GPU
+            jobs = subprocess.run(["squeue", "-h", "-t", "all", "-O",
+                                   "JobID:12,Partition:12,tres-per-job:30,tres-per-node:30,State:14,Comment:120"],
+                                  capture_output=True, text=True, env=env).stdout.split("\n")
+            jobs = [j.split() for j in jobs if j.strip()]
+    finally:
+        if local_run.poll() is None:  # the test failed early: do not leave the reference run behind
+            local_run.kill()
+            local_run.wait()
     assert len(jobs) >= 10 and all(j[4] == "COMPLETED" for j in jobs), jobs
     gpu_jobs = [j for j in jobs if j[1] == "gpu"]
     assert gpu_jobs and all("gpu" in j[2] + j[3] for j in gpu_jobs), jobs  # each asked for the fake GPU
