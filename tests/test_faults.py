@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from test_workflow import snakemake, workdir  # noqa: F401 - the tiny-world working directory fixture
+from test_workflow import snakemake_command, workdir  # noqa: F401 - the tiny-world working directory fixture
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,7 @@ def faulty_env(tmp_path: Path, mode: str, match: str = "pipeline.partseg shard")
 
 
 def run(workdir, *args, env, check=True):
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory",
-               str(workdir), *args]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env)
+    proc = subprocess.run(snakemake_command(*args, cwd=workdir), capture_output=True, text=True, cwd=workdir, env=env)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -76,9 +74,7 @@ def test_a_shard_that_fails_once_is_retried_and_the_run_completes(workdir, tmp_p
 
 def test_a_killed_run_leaves_nothing_that_looks_complete_and_resumes(workdir, tmp_path):  # noqa: F811
     env, marker = faulty_env(tmp_path, "mark")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory",
-               str(workdir), "--cores", "1", "partseg"]
-    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(snakemake_command("--cores", "1", "partseg", cwd=workdir), cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 600
     while not marker.exists():

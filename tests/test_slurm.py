@@ -3,7 +3,6 @@ stopped by the test), with the GPU rules on a `gpu` partition with a fake GPU; i
 local run's. Skipped, with the reason, where the cluster cannot be started (no root, no packages)."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import yaml
 
 from conftest import REPO
 from slurm_cluster import slurm_cluster, unavailable
-from test_workflow import SMALL_WORLD
+from test_workflow import SMALL_WORLD, snakemake_command
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +46,7 @@ def test_the_demo_dag_runs_on_slurm_like_locally(tmp_path):
     small_config(local)
     small_config(cluster)
     # the local reference run goes alongside the cluster run, which mostly waits on queue polls
-    local_run = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                                  "--directory", str(local), "--cores", "1", *TARGETS],
-                                 cwd=local, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    local_run = subprocess.Popen(snakemake_command("--cores", "1", *TARGETS, cwd=local), cwd=local, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # the repository's SLURM profile, with the CPUs per GPU cut to the test node's 2 CPUs
         profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
@@ -59,9 +56,8 @@ def test_the_demo_dag_runs_on_slurm_like_locally(tmp_path):
         (tmp_path / "profile").mkdir()
         (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
         with slurm_cluster() as env:
-            command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-                       "--directory", str(cluster), *TARGETS, "--workflow-profile", str(tmp_path / "profile"),
-                       "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4"]
+            command = snakemake_command(*TARGETS, "--workflow-profile", str(tmp_path / "profile"), "--slurm-no-account",
+                                        "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4", cwd=cluster)
             proc = subprocess.run(command, capture_output=True, text=True, cwd=cluster, env=env, timeout=1500)
             local_output = local_run.communicate(timeout=1500)[0]
             assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

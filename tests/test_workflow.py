@@ -13,10 +13,14 @@ from PIL import Image
 from conftest import REPO
 
 
+def snakemake_command(*args, cwd) -> list[str]:
+    """The command line that runs the checkout's workflow with `cwd` as its working directory."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(cwd), *args]
+
+
 def snakemake(*args, cwd, check=True):
     """Run the checkout's workflow with `cwd` as its working directory (results, logs, .snakemake)."""
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(cwd), *args]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    proc = subprocess.run(snakemake_command(*args, cwd=cwd), capture_output=True, text=True, cwd=cwd)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
