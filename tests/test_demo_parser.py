@@ -5,9 +5,8 @@ import numpy as np
 import torch
 
 from models.graphonomy import from_pretrained
-from pipeline.labelsets import NUM_CIHP_CLASSES, cihp_flip_permutation
 from pipeline.parsing import multiscale_logits, parsing_miou
-from trainers.demo_parser import augment, train
+from trainers.demo_parser import augment, label_flip_permutation, train
 
 LEFT_ARM, RIGHT_ARM, UPPER, PANTS = 14, 15, 5, 9
 
@@ -46,9 +45,8 @@ def test_mirroring_swaps_left_and_right_labels():
     images[:, :, :4] = 255  # bright left half, labelled Left-arm
     labels = np.zeros((64, 8, 8), np.int64)
     labels[:, :, :4] = LEFT_ARM
-    flip_perm = torch.as_tensor(cihp_flip_permutation()[:NUM_CIHP_CLASSES], dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
-    x, y = augment(torch.as_tensor(images), torch.as_tensor(labels), gen, flip_perm)
+    x, y = augment(torch.as_tensor(images), torch.as_tensor(labels), gen, label_flip_permutation())
     mirrored = y[:, 0, -1] == RIGHT_ARM
     assert 10 < int(mirrored.sum()) < 54  # about half the batch
     # a mirrored sample has its bright half and its arm label on the right, now called Right-arm

@@ -56,6 +56,11 @@ def rescale(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, low: float =
     return x, y
 
 
+def label_flip_permutation() -> torch.Tensor:
+    """perm[label] = the label after a horizontal flip, over the 20 CIHP labels (what `augment` takes)."""
+    return torch.as_tensor(cihp_flip_permutation()[:NUM_CIHP_CLASSES], dtype=torch.long)
+
+
 def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, flip_perm: torch.Tensor):
     """Mirror half the batch (left/right labels swapped) and jitter brightness and contrast."""
     flip = torch.rand(len(images), generator=gen) < 0.5
@@ -86,7 +91,7 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     images_t, labels_t = torch.as_tensor(images), torch.as_tensor(labels, dtype=torch.long)
-    flip_perm = torch.as_tensor(cihp_flip_permutation()[:NUM_CIHP_CLASSES], dtype=torch.long)
+    flip_perm = label_flip_permutation()
     running = None
     bar = tqdm(range(steps), desc="demo parser", disable=not progress, mininterval=10)
     for step in bar:
