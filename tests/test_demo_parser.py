@@ -6,7 +6,7 @@ import torch
 
 from models.graphonomy import from_pretrained
 from pipeline.parsing import multiscale_logits, parsing_miou
-from trainers.demo_parser import augment, label_flip_permutation, train
+from trainers.demo_parser import augment, class_weights_for, label_flip_permutation, train
 
 LEFT_ARM, RIGHT_ARM, UPPER, PANTS = 14, 15, 5, 9
 
@@ -53,3 +53,18 @@ def test_mirroring_swaps_left_and_right_labels():
     assert (y[mirrored][:, :, 4:] == RIGHT_ARM).all() and (y[mirrored][:, :, :4] == 0).all()
     assert (x[mirrored][:, :, 4:].float().mean() > x[mirrored][:, :, :4].float().mean())
     assert (y[~mirrored][:, :, :4] == LEFT_ARM).all()
+
+
+def test_class_weights_follow_the_label_frequencies_to_the_chosen_power():
+    labels = np.zeros((1, 10, 100), np.uint8)  # 1000 pixels: 900 background, 90 UpperClothes, 10 Pants
+    labels[0, :9, :10] = UPPER
+    labels[0, 9, :10] = PANTS
+    flat = class_weights_for(labels, 0.0)
+    assert flat.shape == (20,) and set(np.flatnonzero(flat)) == {0, UPPER, PANTS}
+    np.testing.assert_allclose(flat[[0, UPPER, PANTS]], 1.0)  # power 0: plain cross-entropy
+    for power in (0.3, 0.5):
+        w = class_weights_for(labels, power)
+        assert w[LEFT_ARM] == 0.0  # absent from the maps: no weight
+        np.testing.assert_allclose(w[[0, UPPER, PANTS]].mean(), 1.0)
+        np.testing.assert_allclose(w[PANTS] / w[0], (900 / 10) ** power, rtol=1e-3)
+    assert class_weights_for(labels, 0.5)[PANTS] > class_weights_for(labels, 0.3)[PANTS]

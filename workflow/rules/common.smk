@@ -269,7 +269,8 @@ def demo_parser_options(wildcards):
     demo = PARSING["demo"]
     return (
         f"--width {demo['width']} --resolution {demo['input_resolution']} --steps {demo['steps']} "
-        f"--batch-size {demo['batch_size']} --learning-rate {demo['learning_rate']} --seed {config['seed']} --device {PARSING['device']}"
+        f"--batch-size {demo['batch_size']} --learning-rate {demo['learning_rate']} "
+        f"--class-weight-power {demo['class_weight_power']} --seed {config['seed']} --device {PARSING['device']}"
     )
 
 
