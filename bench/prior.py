@@ -34,6 +34,7 @@ from models.graphonomy import build  # noqa: E402
 from pipeline import prior  # noqa: E402
 from pipeline.body.demo import load_or_build  # noqa: E402
 from pipeline.body.model import BodyModel  # noqa: E402
+from pipeline.config import schema_defaults  # noqa: E402
 from pipeline.parsing import ParserRunner, ParsingSettings  # noqa: E402
 from pipeline.world.scans import RigSettings, write_scan_index, write_scan_shard  # noqa: E402
 
@@ -105,7 +106,7 @@ def main() -> int:
 
             net, weights = from_pretrained(args.weights), args.weights
         else:
-            net, weights = build("transfer", width=0.25).eval(), "untrained"  # the demo parser's default width
+            net, weights = build("transfer", width=schema_defaults("parsing", "demo")["width"]).eval(), "untrained"
         views = 10 * args.scans
         base, base_s, _, _ = run(rows[:args.scans], fits, net, optimize=False, views=views)
         prod, prod_s, stages, compile_s = run(rows[:args.scans], fits, net, optimize=True, views=views)

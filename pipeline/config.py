@@ -76,6 +76,15 @@ def validate_config(config: dict, schema: dict | str | Path = SCHEMA_PATH) -> di
     return config
 
 
+def schema_defaults(*section: str) -> dict:
+    """The defaults of one config section, e.g. `schema_defaults("parsing", "demo")`: tools that run
+    outside Snakemake take their defaults from here, so the schema stays the one place they live."""
+    values = validate_config({})
+    for key in section:
+        values = values[key]
+    return values
+
+
 def resolve_device(device: str) -> str:
     """A stage's `device` setting: "auto" is CUDA when this node has it, else the CPU."""
     if device != "auto":

@@ -5,7 +5,7 @@ A fresh machine has no parser weights; this gives the pseudo-label stage a real 
 through exactly the code path official weights take. The checkpoint is a flat state dict with the
 official key names (only the channel counts differ), so `models.graphonomy.from_pretrained` loads it.
 
-    python -m trainers.demo_parser TRAIN_NPZ TRAIN_GT_NPZ OUT.pth [--width 0.25] [--resolution 128] [--steps 8000] [--class-weight-power 0.3]
+    python -m trainers.demo_parser TRAIN_NPZ TRAIN_GT_NPZ OUT.pth [--steps N] ...  (defaults: the config schema's parsing.demo)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.graphonomy import build
+from pipeline.config import resolve_device, schema_defaults
 from pipeline.crop import crop_matrix, warp
 from pipeline.datasets import load_annotations
 from pipeline.io import atomic_output
@@ -83,7 +84,8 @@ def class_weights_for(labels: np.ndarray, power: float) -> np.ndarray:
 
 
 def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batch_size: int, learning_rate: float,
-          seed: int, progress: bool = True, device: str = "cpu", class_weight_power: float = 0.3) -> torch.nn.Module:
+          seed: int, progress: bool = True, device: str = "cpu",
+          class_weight_power: float = schema_defaults("parsing", "demo")["class_weight_power"]) -> torch.nn.Module:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # batches and augmentation drawn on the CPU: same on any device
     model = build("transfer", width=width).train()
@@ -117,28 +119,31 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.demo_parser", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("annotations")
     parser.add_argument("ground_truth")
     parser.add_argument("out")
-    parser.add_argument("--width", type=float, default=0.25)
-    parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=8000)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=6e-3)
-    parser.add_argument("--class-weight-power", type=float, default=0.3,
+    demo = schema_defaults("parsing", "demo")  # defaults: the config schema's parsing.demo
+    parser.add_argument("--width", type=float, default=demo["width"], help="channel multiplier of the Graphonomy architecture")
+    parser.add_argument("--resolution", type=int, default=demo["input_resolution"], help="training crop side (px)")
+    parser.add_argument("--steps", type=int, default=demo["steps"], help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=demo["batch_size"], help="crops per step")
+    parser.add_argument("--learning-rate", type=float, default=demo["learning_rate"], help="peak AdamW learning rate (warm-up, cosine decay)")
+    parser.add_argument("--class-weight-power", type=float, default=demo["class_weight_power"],
                         help="cross-entropy weight per label = pixel frequency ** -power (0: unweighted)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     images, labels = load_training_set(args.annotations, args.ground_truth, args.resolution)
     log.info("training set: %d crops of %d px", len(images), args.resolution)
-    from pipeline.config import resolve_device
-
     device = resolve_device(args.device)
     model = train(images, labels, args.width, args.steps, args.batch_size, args.learning_rate, args.seed, device=device,
                   class_weight_power=args.class_weight_power)
