@@ -64,7 +64,8 @@ def test_dry_run_plans_all(workdir):
 def test_the_demo_parser_trains_at_one_size_and_labels_at_another(workdir):
     """parsing.demo.input_resolution is the training crop; every stage that parses (pseudo-labels and the
     prior's views) runs the demo parser at parsing.demo.inference_resolution (default 160; null: the
-    training size)."""
+    training size) and at parsing.demo.scales (default 0.75/1/1.25; null: the preset's), unless
+    parsing.scales overrides them."""
 
     def plan_commands():
         plan = snakemake("-n", "-p", "--cores", "2", "all", cwd=workdir).stdout.splitlines()
@@ -82,6 +83,17 @@ def test_the_demo_parser_trains_at_one_size_and_labels_at_another(workdir):
     train, parse = plan_commands()
     assert "--resolution 96 " in train
     assert all(re.search(r"--input-resolution 96\b", line) for line in parse), parse
+    assert all(re.search(r"--scales 1.0 0.75( |$)", line) for line in parse), parse  # the workdir's parsing.scales
+
+    def plan_with_scales(scales, demo_scales):
+        config["parsing"]["scales"], config["parsing"]["demo"]["scales"] = scales, demo_scales
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        return plan_commands()[1]
+
+    parse = plan_with_scales(None, [0.75, 1, 1.25])
+    assert all(re.search(r"--preset dsr .*--scales 0.75 1 1.25( |$)", line) for line in parse), parse
+    parse = plan_with_scales(None, None)
+    assert all("--preset dsr" in line and "--scales" not in line for line in parse), parse
 
 
 @pytest.mark.slow

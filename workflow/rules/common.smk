@@ -305,8 +305,11 @@ def parser_inference_options():
         f"--mode {PARSING['mode']} --context {PARSING['context']} --batch-size {PARSING['batch_size']} "
         f"--input-resolution {demo_inference_resolution() if USE_DEMO_PARSER else PARSING['input_resolution']}"
     )
-    if PARSING["scales"] is not None:
-        options += " --scales " + " ".join(str(s) for s in PARSING["scales"])
+    scales = PARSING["scales"]
+    if scales is None and USE_DEMO_PARSER:
+        scales = PARSING["demo"]["scales"]  # the demo parser's stand-in for the preset's scales
+    if scales is not None:
+        options += " --scales " + " ".join(str(s) for s in scales)
     if PARSING["flip"] is not None:
         options += " --flip" if PARSING["flip"] else " --no-flip"
     return options
