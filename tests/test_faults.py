@@ -74,8 +74,8 @@ def test_a_shard_that_fails_once_is_retried_and_the_run_completes(workdir, tmp_p
 
 def test_a_killed_run_leaves_nothing_that_looks_complete_and_resumes(workdir, tmp_path):  # noqa: F811
     env, marker = faulty_env(tmp_path, "mark")
-    proc = subprocess.Popen(snakemake_command("--cores", "1", "partseg", cwd=workdir), cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(snakemake_command("--cores", "1", "partseg", cwd=workdir), cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while not marker.exists():
         assert proc.poll() is None, "the run ended before its first part-label job started"

@@ -46,7 +46,8 @@ def test_the_demo_dag_runs_on_slurm_like_locally(tmp_path):
     small_config(local)
     small_config(cluster)
     # the local reference run goes alongside the cluster run, which mostly waits on queue polls
-    local_run = subprocess.Popen(snakemake_command("--cores", "1", *TARGETS, cwd=local), cwd=local, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    local_run = subprocess.Popen(snakemake_command("--cores", "1", *TARGETS, cwd=local), cwd=local,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # the repository's SLURM profile, with the CPUs per GPU cut to the test node's 2 CPUs
         profile = yaml.safe_load((REPO / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())

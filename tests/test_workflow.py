@@ -67,7 +67,11 @@ def test_the_demo_parser_trains_at_one_size_and_labels_at_another(workdir):
     training size) and at parsing.demo.scales (default 0.75/1/1.25; null: the preset's), unless
     parsing.scales overrides them."""
 
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+
     def plan_commands():
+        """The trainer's and the parsing stages' command lines, planned for `config` as changed so far."""
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         plan = snakemake("-n", "-p", "--cores", "2", "all", cwd=workdir).stdout.splitlines()
         train = [line for line in plan if "trainers.demo_parser" in line]
         parse = [line for line in plan if "pipeline.parsing shard" in line or "pipeline.prior map" in line]
@@ -77,22 +81,16 @@ def test_the_demo_parser_trains_at_one_size_and_labels_at_another(workdir):
     train, parse = plan_commands()
     assert "--resolution 96 " in train
     assert all(re.search(r"--input-resolution 160\b", line) for line in parse), parse
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["parsing"]["demo"]["inference_resolution"] = None
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     train, parse = plan_commands()
     assert "--resolution 96 " in train
     assert all(re.search(r"--input-resolution 96\b", line) for line in parse), parse
     assert all(re.search(r"--scales 1.0 0.75( |$)", line) for line in parse), parse  # the workdir's parsing.scales
-
-    def plan_with_scales(scales, demo_scales):
-        config["parsing"]["scales"], config["parsing"]["demo"]["scales"] = scales, demo_scales
-        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-        return plan_commands()[1]
-
-    parse = plan_with_scales(None, [0.75, 1, 1.25])
+    config["parsing"]["scales"], config["parsing"]["demo"]["scales"] = None, [0.75, 1, 1.25]
+    _, parse = plan_commands()
     assert all(re.search(r"--preset dsr .*--scales 0.75 1 1.25( |$)", line) for line in parse), parse
-    parse = plan_with_scales(None, None)
+    config["parsing"]["demo"]["scales"] = None
+    _, parse = plan_commands()
     assert all("--preset dsr" in line and "--scales" not in line for line in parse), parse
 
 

@@ -30,6 +30,7 @@ from pipeline.labelsets import NUM_CIHP_CLASSES, cihp_flip_permutation
 from pipeline.parsing import to_network_input
 
 log = logging.getLogger("trainers.demo_parser")
+DEFAULTS = schema_defaults("parsing", "demo")  # the config schema's parsing.demo: CLI and train() defaults
 
 
 def load_training_set(annotations_file: str, gt_file: str, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +86,7 @@ def class_weights_for(labels: np.ndarray, power: float) -> np.ndarray:
 
 def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batch_size: int, learning_rate: float,
           seed: int, progress: bool = True, device: str = "cpu",
-          class_weight_power: float = schema_defaults("parsing", "demo")["class_weight_power"]) -> torch.nn.Module:
+          class_weight_power: float = DEFAULTS["class_weight_power"]) -> torch.nn.Module:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # batches and augmentation drawn on the CPU: same on any device
     model = build("transfer", width=width).train()
@@ -129,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("annotations")
     parser.add_argument("ground_truth")
     parser.add_argument("out")
-    demo = schema_defaults("parsing", "demo")  # defaults: the config schema's parsing.demo
-    parser.add_argument("--width", type=float, default=demo["width"], help="channel multiplier of the Graphonomy architecture")
-    parser.add_argument("--resolution", type=int, default=demo["input_resolution"], help="training crop side (px)")
-    parser.add_argument("--steps", type=int, default=demo["steps"], help="optimiser steps")
-    parser.add_argument("--batch-size", type=int, default=demo["batch_size"], help="crops per step")
-    parser.add_argument("--learning-rate", type=float, default=demo["learning_rate"], help="peak AdamW learning rate (warm-up, cosine decay)")
-    parser.add_argument("--class-weight-power", type=float, default=demo["class_weight_power"],
+    parser.add_argument("--width", type=float, default=DEFAULTS["width"],
+                        help="channel multiplier of the Graphonomy architecture")
+    parser.add_argument("--resolution", type=int, default=DEFAULTS["input_resolution"], help="training crop side (px)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="crops per step")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"],
+                        help="peak AdamW learning rate (warm-up, cosine decay)")
+    parser.add_argument("--class-weight-power", type=float, default=DEFAULTS["class_weight_power"],
                         help="cross-entropy weight per label = pixel frequency ** -power (0: unweighted)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
@@ -145,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     images, labels = load_training_set(args.annotations, args.ground_truth, args.resolution)
     log.info("training set: %d crops of %d px", len(images), args.resolution)
     device = resolve_device(args.device)
-    model = train(images, labels, args.width, args.steps, args.batch_size, args.learning_rate, args.seed, device=device,
-                  class_weight_power=args.class_weight_power)
+    model = train(images, labels, args.width, args.steps, args.batch_size, args.learning_rate, args.seed,
+                  device=device, class_weight_power=args.class_weight_power)
     with atomic_output(args.out) as tmp:
         torch.save(model.state_dict(), tmp)
     log.info("saved %s (width %.3f, %d parameters) in %.1f s", args.out, args.width,
