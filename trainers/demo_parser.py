@@ -94,7 +94,10 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
     # lets the per-pixel path learn first (measured: mIoU 0.166 vs 0.073 after 800 steps, demo test split).
     torch.nn.init.zeros_(model.target_graph_2_fea.weight)
     class_weights = torch.as_tensor(class_weights_for(labels, class_weight_power), dtype=torch.float32, device=device)
-    model = model.to(device, memory_format=torch.channels_last)  # NHWC convolutions: faster on CPU and CUDA
+    # NHWC convolutions on CUDA only: on CPU, torch 2.13's oneDNN channels-last backward hangs or aborts on
+    # some instruction sets (AVX2; AVX-512 without AMX), see tests/test_cpu_isa.py.
+    memory_format = torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -107,7 +110,7 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
         idx = torch.randint(len(images_t), (batch_size,), generator=gen)
         x, y = augment(images_t[idx], labels_t[idx], gen, flip_perm)
         x, y = rescale(to_network_input(x), y, gen)
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y, weight=class_weights)
         optimizer.zero_grad(set_to_none=True)
