@@ -1,1 +1,1 @@
-"""Neural network modules (backbones, Graphonomy, PARE, HMR/DSR, soft rasterizer)."""
+"""Neural network modules (Graphonomy) and the checkpoint reader every model family loads through."""

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import checkpoint
+
 GRAPHS_PATH = Path(__file__).resolve().parents[1] / "resources" / "graphonomy_graphs.json"
 
 
@@ -394,26 +396,29 @@ def build(variant: str = "transfer", **kwargs) -> _GraphonomyBase:
     return VARIANTS[variant](GraphonomyConfig(variant=variant, **kwargs))
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - old (PyTorch 0.4) pickles may need the full unpickler
-        raise ValueError(
-            f"{path}: cannot read it as a weights-only PyTorch checkpoint ({e}). If this is the official file "
-            "from the Graphonomy release, re-save it once on a trusted machine: "
-            "torch.save(dict(torch.load(path, weights_only=False)), path)"
-        ) from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def detect_variant(state: dict) -> str:
+def _variant_of(state) -> str | None:
+    """The Graphonomy variant of a state dict, from graph layers only that variant has: "universal",
+    "transfer", or None for any other model (the check `checkpoint.detect_family` runs)."""
     if "fc_graph_target.weight" in state:
         return "universal"
     if "fc_graph.weight" in state:
         return "transfer"
-    raise ValueError("not a Graphonomy checkpoint: neither fc_graph.weight (transfer) nor fc_graph_target.weight (universal) found")
+    return None
+
+
+checkpoint.register_family("graphonomy", _variant_of)
+
+
+def detect_variant(state: dict) -> str:
+    found = _variant_of(state)
+    if found is None:
+        raise ValueError("not a Graphonomy checkpoint: neither fc_graph.weight (transfer) nor fc_graph_target.weight (universal) found")
+    return found
+
+
+WEIGHTS_SOURCE = ("Download Graphonomy's inference.pth (CIHP transfer model) or universal_trained.pth from the Graphonomy "
+                  "release and set parsing.weights (and parsing.variant), or set parsing.weights: null to train the demo "
+                  "parser on the demo world.")
 
 
 def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_softmax: bool = True,
@@ -423,13 +428,7 @@ def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_soft
     demo parser's checkpoints load the same way. Missing BatchNorm `num_batches_tracked` entries
     (PyTorch 0.4 files) are zero-filled counters, not weights."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"parser weights not found: {path}. Download Graphonomy's inference.pth (CIHP transfer model) or "
-            "universal_trained.pth from the Graphonomy release and set parsing.weights (and parsing.variant), or "
-            "set parsing.weights: null to train the demo parser on the demo world."
-        )
-    state = _read_state_dict(path)
+    state = checkpoint.strip_prefix(checkpoint.read_state_dict(path, what="parser weights", source_hint=WEIGHTS_SOURCE))
     found = detect_variant(state)
     if variant is not None and variant != found:
         raise ValueError(f"{path} holds the {found} Graphonomy model, but variant {variant!r} was asked for")
@@ -440,5 +439,4 @@ def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_soft
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return checkpoint.load_strict(model, state, source=path).eval()
