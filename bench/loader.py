@@ -60,7 +60,7 @@ class PerSampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, item):
         from PIL import Image
 
-        from pipeline.parsing import clean_labels
+        from pipeline.labelsets import clean_labels
 
         _, j, seed, step = item
         s, R = self.augment, self.R

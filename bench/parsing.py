@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.graphonomy import build, from_pretrained  # noqa: E402
-from pipeline.parsing import PRESETS, OptimizedNetwork, multiscale_logits  # noqa: E402
+from pipeline.human_parser import PRESETS, OptimizedNetwork, multiscale_logits  # noqa: E402
 
 
 def demo_images(n: int, size: int) -> np.ndarray:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.body.demo import load_or_build  # noqa: E402
 from pipeline.body.model import BodyModel  # noqa: E402
-from pipeline.crop import crop_intrinsics  # noqa: E402
+from pipeline.camera import crop_intrinsics  # noqa: E402
 from pipeline.datasets import Annotations, load_annotations  # noqa: E402
 from pipeline.partseg import PartLabelRenderer, PartsegSettings, face_part_labels  # noqa: E402
 

@@ -31,12 +31,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.graphonomy import build  # noqa: E402
-from pipeline import prior  # noqa: E402
+from pipeline import prior, scans  # noqa: E402
 from pipeline.body.demo import load_or_build  # noqa: E402
 from pipeline.body.model import BodyModel  # noqa: E402
+from pipeline.camera import RigSettings  # noqa: E402
 from pipeline.config import schema_defaults  # noqa: E402
-from pipeline.parsing import ParserRunner, ParsingSettings  # noqa: E402
-from pipeline.world.scans import RigSettings, write_scan_index, write_scan_shard  # noqa: E402
+from pipeline.human_parser import ParserRunner, ParsingSettings  # noqa: E402
+from pipeline.world.scans import write_scan_index, write_scan_shard  # noqa: E402
 
 
 class Timed:
@@ -75,7 +76,7 @@ def run(rows, fits, net, optimize: bool, views: int):
     timed = Timed()
     start = time.perf_counter()
     try:
-        out = prior.map_scans(rows, fits, runner, RigSettings(), prior.RenderSettings(), prior.MapSettings(), progress=False)
+        out = prior.map_scans(rows, fits, runner, RigSettings(), scans.RenderSettings(), prior.MapSettings(), progress=False)
     finally:
         timed.restore()
     seconds = time.perf_counter() - start
@@ -98,8 +99,8 @@ def main() -> int:
         shard = tmp / "scans" / "shard-0000"
         write_scan_shard(body_file, shard, range(2 * args.scans), seed=0, rig=RigSettings(), progress=False)
         write_scan_index([shard], tmp / "scans", tmp / "scans" / "index.json")
-        rows = prior.read_scan_index(tmp / "scans" / "index.json")
-        fits = prior.FitReader(BodyModel.from_file(body_file))
+        rows = scans.read_scan_index(tmp / "scans" / "index.json")
+        fits = scans.FitReader(BodyModel.from_file(body_file))
         torch.manual_seed(0)
         if Path(args.weights).is_file():
             from models.graphonomy import from_pretrained

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.body.demo import load_or_build  # noqa: E402
 from pipeline.body.model import BodyModel  # noqa: E402
-from pipeline.crop import crop_intrinsics  # noqa: E402
+from pipeline.camera import crop_intrinsics  # noqa: E402
 from pipeline.world.images import sample_rng  # noqa: E402
 from pipeline.world.scene import SceneContext, SceneMeshes, WorldSettings, generate_sample, render_label_maps  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The crop frame: the square of side 200 * scale pixels around `center`, resampled to `res` pixels.
 
-Every per-pixel label of the pipeline is stored in this frame (DESIGN.md), so one affine augmentation
+Every per-pixel label of the pipeline is stored in this frame, so one affine augmentation
 applies to image and labels alike. Coordinates put pixel centres on integers (pixel (i, j) is the
 point x=j, y=i), and the crop maps the square's area exactly onto the crop's pixels:
 
@@ -29,9 +29,10 @@ def crop_matrix(center, scale: float, res: int) -> np.ndarray:
     return np.array([[s, 0.0, (res - 1) / 2.0 - s * cx], [0.0, s, (res - 1) / 2.0 - s * cy], [0.0, 0.0, 1.0]])
 
 
-def crop_intrinsics(K: np.ndarray, center, scale: float, res: int) -> np.ndarray:
-    """Intrinsics of the camera that renders the crop directly."""
-    return crop_matrix(center, scale, res) @ np.asarray(K, dtype=np.float64)
+def context_crop_matrix(center, scale: float, context: float, res: int) -> np.ndarray:
+    """The crop of the same person box enlarged by `context` (the packed image crop, the parser's input
+    crop), at `res` pixels: its centre is the label crop's, its side `context` times the label crop's."""
+    return crop_matrix(center, scale * context, res)
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.crop import bbox_to_center_scale
+from pipeline.skeleton import NUM_BETAS, NUM_GT_JOINTS, NUM_OPENPOSE_JOINTS, SMPL_POSE_SIZE
 
 ROW_SHAPES = {
-    "center": (2,), "scale": (), "pose": (72,), "shape": (10,), "has_smpl": (), "S": (24, 4),
-    "part": (24, 3), "openpose": (25, 3), "gender": (), "cam_intrinsics": (3, 3), "transl": (3,),
+    "center": (2,), "scale": (), "pose": (SMPL_POSE_SIZE,), "shape": (NUM_BETAS,), "has_smpl": (), "S": (NUM_GT_JOINTS, 4),
+    "part": (NUM_GT_JOINTS, 3), "openpose": (NUM_OPENPOSE_JOINTS, 3), "gender": (), "cam_intrinsics": (3, 3), "transl": (3,),
 }
 REQUIRED = ("imgname", "center", "scale")
 
@@ -139,12 +140,12 @@ def read_openpose_json(path: str | Path) -> np.ndarray:
     people = data.get("people")
     if people is None:
         raise AnnotationError(f"{path}: not an OpenPose output file (no 'people' list)")
-    out = np.zeros((len(people), 25, 3))
+    out = np.zeros((len(people), NUM_OPENPOSE_JOINTS, 3))
     for i, person in enumerate(people):
         kp = np.asarray(person.get("pose_keypoints_2d", []), dtype=np.float64)
-        if kp.size != 75:
+        if kp.size != 3 * NUM_OPENPOSE_JOINTS:
             raise AnnotationError(f"{path}: person {i} has {kp.size} pose values, expected 75 (BODY_25 x, y, confidence)")
-        out[i] = kp.reshape(25, 3)
+        out[i] = kp.reshape(NUM_OPENPOSE_JOINTS, 3)
     return out
 
 

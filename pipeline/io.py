@@ -1,9 +1,11 @@
-"""File output helpers shared by every stage: atomic writes, so a killed job leaves nothing complete-looking."""
+"""File helpers shared by every stage: atomic writes, so a killed job leaves nothing complete-looking, and
+reading images and hashing files."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -52,3 +54,21 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def load_image(path) -> tuple[np.ndarray | None, str, bytes | None]:
+    """(RGB uint8 image or None, the reason when None, the file's bytes or None): the file is read once,
+    so callers that also hash it do not read it again."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None, f"missing image file {path}", None
+    except OSError as e:
+        return None, f"corrupt image {path}: {e}", None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB")), "", data
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        return None, f"corrupt image {path}: {e}", data

@@ -1,55 +1,38 @@
-"""Pack one dataset split into one HDF5 file: annotations, image crops, part labels, parser labels,
-flags, the clothing prior, and the provenance of every input. Training reads packed files only.
-
-Layout (N rows, label crop R x R, image crop C x C with C = round(R * context)):
-
-    /annotations/<key>      every array of the annotation file, row-aligned (strings as UTF-8 bytes)
-    /images                 JPEG bytes per row (variable length), or (N, C, C, 3) uint8 with image_format raw
-    /image_ok, /image_error whether the row's photo could be read, and why not
-    /parts/labels           (N, R, R) uint8, 0 background, 1..24 SMPL parts (PARE)
-    /parts/absent, /parts/skipped, /parts/cam_t
-    /parsing/labels         (N, R, R) uint8 raw CIHP labels (DSR), with box, min_clothing_valid,
-                            no_keypoints, skipped (see pipeline.parsing for the cleaning they drive)
-    /flags/has_smpl, /flags/has_parts, /flags/has_parser, /flags/has_image
-    /prior/vertex_prior, /prior/face_prior   the clothing prior the file was packed with (when given)
-
-The image crop shares the label crop's centre and pixel density and covers `context` times its side,
-so the label crop is the image crop's centre R x R window and augmentation keeps context.
-
-File attributes: format_version, dataset, rows, image_format, image_resolution, label_resolution,
-context, `inputs` (JSON: path and SHA-256 of every input: annotations, each image (combined into one
-image-list hash), body model, part-label and parser shards, parser weights, prior) and `config` (JSON
-of the config subset that shaped the file, with its hash), and `content_sha256` (JSON: per dataset,
-recomputed by `verify`). Written under a temporary name and renamed.
+"""The pack stage: one HDF5 file per dataset split (layout: `pipeline.pack_format`), its inputs hashed
+into its attributes, written under a temporary name and renamed; `verify` re-reads a file and
+recomputes its content hashes and (optionally) its inputs' hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import cli
+from pipeline.config import schema_defaults
+from pipeline.crop import context_crop_matrix
 from pipeline.io import sha256_file
+from pipeline.labelsets import IGNORE
+from pipeline.pack_format import (CIHP_MAX, FORMAT_VERSION, PART_MAX, content_hash, decode_jpeg, encode_jpeg,
+                                  utf8_strings)
 
 log = logging.getLogger("pipeline.pack")
-
-FORMAT_VERSION = 1
-PART_MAX = 24
-CIHP_MAX = 19
-IGNORE = 255
+STAGE_DEFAULTS = schema_defaults("pack")  # the config schema: the one place the pack's defaults live
 
 
 @dataclass
 class PackSettings:
-    label_resolution: int = 224
-    context: float = 1.25  # image crop side / label crop side
-    image_format: str = "jpeg"  # "jpeg" or "raw" (bench/loader.py measures the trade-off)
-    jpeg_quality: int = 95
+    label_resolution: int = schema_defaults("labels")["resolution"]
+    context: float = STAGE_DEFAULTS["context"]  # image crop side / label crop side
+    image_format: str = STAGE_DEFAULTS["image_format"]  # "jpeg" or "raw" (bench/loader.py measures the trade-off)
+    jpeg_quality: int = STAGE_DEFAULTS["jpeg_quality"]
     label_compression: int = 1  # gzip level for label maps (one chunk per row)
 
     @property
@@ -58,57 +41,7 @@ class PackSettings:
 
 
 def image_crop_matrix(center, scale: float, settings: PackSettings) -> np.ndarray:
-    from pipeline.crop import crop_matrix
-
-    return crop_matrix(center, scale * settings.context, settings.image_resolution)
-
-
-def encode_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
-    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
-
-
-def decode_jpeg_image(data: np.ndarray):
-    """Stored JPEG bytes -> a decoded PIL RGB image (the training loader warps it directly)."""
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(data.tobytes()))
-    image.load()
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def decode_jpeg(data: np.ndarray) -> np.ndarray:
-    return np.asarray(decode_jpeg_image(data))
-
-
-def _strings(values) -> np.ndarray:
-    return np.array([str(v).encode("utf-8") for v in values], dtype=object)
-
-
-def _content_hash(dset) -> str:
-    """SHA-256 of a dataset's values, row block by row block (never the whole array in memory)."""
-    import h5py
-
-    h = hashlib.sha256()
-    h.update(str(dset.shape).encode() + str(dset.dtype).encode())
-    n = dset.shape[0] if dset.shape else 0
-    if not dset.shape:
-        h.update(np.asarray(dset[()]).tobytes())
-        return h.hexdigest()
-    vlen = h5py.check_vlen_dtype(dset.dtype) is not None or dset.dtype == object
-    step = 256
-    for start in range(0, n, step):
-        block = dset[start:start + step]
-        if vlen:
-            for item in block:
-                data = item if isinstance(item, (bytes, bytearray)) else np.asarray(item).tobytes()
-                h.update(len(data).to_bytes(8, "little") + data)
-        else:
-            h.update(np.ascontiguousarray(block).tobytes())
-    return h.hexdigest()
+    return context_crop_matrix(center, scale, settings.context, settings.image_resolution)
 
 
 def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, settings: PackSettings,
@@ -121,7 +54,7 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
     from pipeline.crop import warp
     from pipeline.datasets import load_annotations
     from pipeline.io import atomic_output
-    from pipeline.parsing import load_image
+    from pipeline.io import load_image
     from pipeline.shards import load_shards
 
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
@@ -151,7 +84,7 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
             grp = f.create_group("annotations")
             for key, value in ann.arrays.items():
                 if value.dtype.kind in "US":
-                    grp.create_dataset(key, data=_strings(value), dtype=h5py.string_dtype())
+                    grp.create_dataset(key, data=utf8_strings(value), dtype=h5py.string_dtype())
                 else:
                     grp.create_dataset(key, data=value)
             if settings.image_format == "jpeg":
@@ -177,7 +110,7 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
             counts["images_missing"] = int((~image_ok).sum())
             inputs["images"] = {"path": str(images_root), "sha256": image_hash.hexdigest(), "count": n}
             f.create_dataset("image_ok", data=image_ok)
-            f.create_dataset("image_error", data=_strings(image_error), dtype=h5py.string_dtype())
+            f.create_dataset("image_error", data=utf8_strings(image_error), dtype=h5py.string_dtype())
             label_opts = dict(chunks=(1, R, R), compression="gzip", compression_opts=settings.label_compression)
             flags = f.create_group("flags")
             flags.create_dataset("has_smpl", data=ann.has_smpl)
@@ -216,7 +149,7 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
             f.attrs["config"] = config_json
             f.attrs["config_sha256"] = hashlib.sha256(config_json.encode()).hexdigest()
             content = {}
-            f.visititems(lambda name, obj: content.__setitem__(name, _content_hash(obj)) if isinstance(obj, h5py.Dataset) else None)
+            f.visititems(lambda name, obj: content.__setitem__(name, content_hash(obj)) if isinstance(obj, h5py.Dataset) else None)
             f.attrs["content_sha256"] = json.dumps(content, sort_keys=True)
     return counts
 
@@ -314,7 +247,7 @@ def _verify_open(f, check_inputs: bool, faults: list[str], notes: list[str]):
             faults.append(f"dataset {name} recorded at pack time is missing")
         elif name not in recorded:
             faults.append(f"dataset {name} was not in the file when it was packed")
-        elif _content_hash(found[name]) != recorded[name]:
+        elif content_hash(found[name]) != recorded[name]:
             faults.append(f"dataset {name}: content differs from what was packed (tampered or damaged)")
     if check_inputs:
         root = Path(f.attrs.get("input_root", "."))
@@ -348,11 +281,7 @@ def summary(path: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import time
-
-    parser = argparse.ArgumentParser(prog="python -m pipeline.pack", description="packed HDF5 files of dataset splits")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = cli.stage_parser("python -m pipeline.pack", "packed HDF5 files of dataset splits")
     p = sub.add_parser("split", help="pack one dataset split")
     p.add_argument("annotations")
     p.add_argument("out")
@@ -363,17 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--body")
     p.add_argument("--parser-weights")
     p.add_argument("--prior")
-    p.add_argument("--label-resolution", type=int, default=224)
-    p.add_argument("--context", type=float, default=1.25)
-    p.add_argument("--image-format", choices=("jpeg", "raw"), default="jpeg")
-    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--label-resolution", type=int, default=PackSettings.label_resolution)
+    p.add_argument("--context", type=float, default=PackSettings.context)
+    p.add_argument("--image-format", choices=("jpeg", "raw"), default=PackSettings.image_format)
+    p.add_argument("--jpeg-quality", type=int, default=PackSettings.jpeg_quality)
     p.add_argument("--config-json", default="{}", help="the config subset that shapes the file (recorded)")
     p = sub.add_parser("verify", help="check a packed file; exit status 1 on any fault")
     p.add_argument("files", nargs="+")
     p.add_argument("--no-inputs", dest="check_inputs", action="store_false", help="skip re-hashing the recorded inputs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    start = time.perf_counter()
+    start = cli.start_logging()
     if args.command == "split":
         settings = PackSettings(label_resolution=args.label_resolution, context=args.context, image_format=args.image_format,
                                 jpeg_quality=args.jpeg_quality)
@@ -397,6 +325,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

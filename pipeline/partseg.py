@@ -8,7 +8,7 @@ Cameras:
 - rows with `cam_intrinsics` and `transl` (the demo world, 3DPW-style data): that camera, exactly;
 - SPIN/EFT-style rows without a camera: SPIN's and PARE's convention, a focal length of 5000 pixels
   at a 224-pixel crop (scaled with the resolution) and the principal point at the crop centre, with
-  the translation estimated from the 2D joints by weighted least squares (`estimate_translation`).
+  the translation estimated from the 2D joints by weighted least squares (`pipeline.camera.estimate_translation`).
 
 Rows with `has_smpl == 0` get the flag `absent` (and an empty map that must not be used); rows whose
 camera cannot be estimated (too few confident 2D joints) are skipped with the reason recorded.
@@ -16,29 +16,45 @@ camera cannot be estimated (too few confident 2D joints) are skipped with the re
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline import cli
 from pipeline.body.model import BodyModel, joints49
-from pipeline.crop import crop_intrinsics, crop_matrix, transform_points
-from pipeline.datasets import Annotations
+from pipeline.camera import SPIN_FOCAL_AT_224, crop_focal_length, crop_intrinsics, estimate_translation, intrinsics
+from pipeline.config import resolve_device, schema_defaults
+from pipeline.crop import crop_matrix, transform_points
+from pipeline.datasets import Annotations, load_annotations
+from pipeline.figures import save_grid
+from pipeline.io import atomic_output, save_npz
+from pipeline.labelsets import NUM_PART_CLASSES, palette
+from pipeline.metrics import segmentation_scores
 from pipeline.raster import rasterize
-from pipeline.skeleton import NUM_OPENPOSE_JOINTS
+from pipeline.shards import load_shards
+from pipeline.shards import write_index as write_shard_index
+from pipeline.skeleton import NUM_JOINTS49, NUM_OPENPOSE_JOINTS, SMPL_PART_NAMES
+
+log = logging.getLogger("pipeline.partseg")
+STAGE_DEFAULTS = schema_defaults("partseg")  # the config schema: the one place the stage's defaults live
 
 CAMERA_DATASET, CAMERA_ESTIMATED, CAMERA_NONE = 0, 1, 2
-SPIN_FOCAL_AT_224 = 5000.0
 
 
 @dataclass
 class PartsegSettings:
-    resolution: int = 224
+    resolution: int = schema_defaults("labels")["resolution"]
     focal_at_224: float = SPIN_FOCAL_AT_224
     min_joints: int = 4  # confident 2D joints needed to estimate a translation
     keypoint_threshold: float = 0.3  # OpenPose confidence that counts as a detection
-    backend: str = "raster"  # "raster" (torch, CPU/CUDA) or "pyrender" (OpenGL through EGL/OSMesa)
-    batch_size: int = 32
+    backend: str = STAGE_DEFAULTS["backend"]  # "raster" (torch, CPU/CUDA) or "pyrender" (OpenGL through EGL/OSMesa)
+    batch_size: int = STAGE_DEFAULTS["batch_size"]
     device: str = "cpu"
 
 
@@ -56,31 +72,6 @@ def part_branch_labels(parts: np.ndarray, size: int = 56) -> np.ndarray:
     factor = res // size
     centres = np.arange(size) * factor + factor // 2
     return parts[..., centres[:, None], centres[None, :]]
-
-
-def estimate_translation(joints: np.ndarray, keypoints: np.ndarray, focal: float, center, min_joints: int = 4) -> np.ndarray | None:
-    """Camera translation t that best projects `joints` (J, 3; camera orientation, metres) onto
-    `keypoints` (J, 3: pixels and confidence) with a pinhole of `focal` and principal point `center`.
-
-    Each joint gives two equations linear in t, f (X + tx) = u (Z + tz) and f (Y + ty) = v (Z + tz)
-    with (u, v) the keypoint relative to the centre, weighted by the square root of its confidence.
-    Returns None with fewer than `min_joints` confident joints or when the solution is behind the camera.
-    """
-    conf = keypoints[:, 2]
-    good = conf > 0
-    if good.sum() < min_joints:
-        return None
-    X, Y, Z = joints[good].T
-    u = keypoints[good, 0] - center[0]
-    v = keypoints[good, 1] - center[1]
-    w = np.sqrt(conf[good])
-    zeros, f = np.zeros_like(u), np.full_like(u, focal)
-    a = np.concatenate([np.stack([f, zeros, -u], 1), np.stack([zeros, f, -v], 1)]) * np.concatenate([w, w])[:, None]
-    b = np.concatenate([u * Z - focal * X, v * Z - focal * Y]) * np.concatenate([w, w])
-    t, *_ = np.linalg.lstsq(a, b, rcond=None)
-    if t[2] + Z.min() <= 0:
-        return None
-    return t
 
 
 class PartLabelRenderer:
@@ -114,7 +105,7 @@ class PartLabelRenderer:
     def _keypoints_in_crop(self, ann: Annotations, i: int, matrix: np.ndarray) -> np.ndarray:
         """(49, 3) 2D joints in the crop frame: OpenPose detections above the threshold, then the
         annotated joints; a joint that is not there has confidence 0."""
-        kp = np.zeros((49, 3))
+        kp = np.zeros((NUM_JOINTS49, 3))
         if "openpose" in ann:
             op = ann["openpose"][i]
             kp[:NUM_OPENPOSE_JOINTS] = np.where((op[:, 2:] > self.settings.keypoint_threshold), op, 0.0)
@@ -168,15 +159,13 @@ class PartLabelRenderer:
                     out["camera_source"][j] = CAMERA_DATASET
                     out["cam_t"][j] = ann["transl"][i]
                 else:
-                    focal = s.focal_at_224 * res / 224.0
-                    c = (res - 1) / 2.0
+                    K = intrinsics(crop_focal_length(res, s.focal_at_224), res)
                     t = estimate_translation(joints[k].double().cpu().numpy(), self._keypoints_in_crop(ann, i, matrix),
-                                             focal, (c, c), s.min_joints)
+                                             K[0, 0], K[:2, 2], s.min_joints)
                     if t is None:
                         out["skipped"][j] = True
                         out["reason"][j] = f"camera not estimable: fewer than {s.min_joints} confident 2D joints"
                         continue
-                    K = np.array([[focal, 0, c], [0, focal, c], [0, 0, 1.0]])
                     vertices = vertices + torch.as_tensor(t, dtype=vertices.dtype, device=vertices.device)
                     out["camera_source"][j] = CAMERA_ESTIMATED
                     out["cam_t"][j] = t
@@ -186,24 +175,15 @@ class PartLabelRenderer:
         return out
 
 
-def label_agreement(predicted: np.ndarray, truth: np.ndarray, num_parts: int = 24) -> dict:
+def label_agreement(predicted: np.ndarray, truth: np.ndarray, num_parts: int = NUM_PART_CLASSES - 1) -> dict:
     """Pixel agreement and IoU per part (1..num_parts) between two stacks of part maps."""
-    agreement = float((predicted == truth).mean())
-    per_part = {}
-    for part in range(1, num_parts + 1):
-        p, t = predicted == part, truth == part
-        union = np.logical_or(p, t).sum()
-        if union:
-            per_part[part] = float(np.logical_and(p, t).sum() / union)
-    return {"pixel_agreement": agreement, "miou": float(np.mean(list(per_part.values()))), "per_part_iou": per_part}
+    scores = segmentation_scores(predicted, truth, range(1, num_parts + 1))
+    return {"pixel_agreement": scores["pixel_accuracy"], "miou": scores["miou"], "per_part_iou": scores["per_label_iou"]}
 
 
 def write_shard(body_file: str, annotations_file: str, images_root: str, dataset: str, indices: range, out: str,
                 settings: PartsegSettings) -> dict:
     """Render the rows `indices` of a dataset into one shard file (atomically); returns its counts."""
-    from pipeline.datasets import load_annotations
-    from pipeline.io import save_npz
-
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
     ann.require_rows(indices)
     renderer = PartLabelRenderer(BodyModel.from_file(body_file), settings)
@@ -222,14 +202,10 @@ PARTSEG_FLAGS = ("absent", "skipped")
 
 def write_index(shard_files: list[str], out: str) -> dict:
     """Index of a dataset's part-label shards with the manifest of rows without labels."""
-    from pipeline.shards import write_index as write_shard_index
-
     return write_shard_index(shard_files, out, PARTSEG_FLAGS)
 
 
 def _load_dataset_labels(index_file: str) -> dict[str, np.ndarray]:
-    from pipeline.shards import load_shards
-
     return load_shards(index_file, ("index", "parts", *PARTSEG_FLAGS))
 
 
@@ -239,12 +215,6 @@ def check_against_ground_truth(pairs: list[tuple[str, str]], out: str, min_agree
 
     `estimated` (body file, annotations, ground truth) also measures SPIN's estimated-camera path on
     one split, by rendering it again without its camera."""
-    import json
-    from pathlib import Path
-
-    from pipeline.io import atomic_output
-    from pipeline.skeleton import SMPL_PART_NAMES
-
     predicted, truth, per_dataset = [], [], {}
     for index_file, gt_file in pairs:
         labels = _load_dataset_labels(index_file)
@@ -265,8 +235,6 @@ def check_against_ground_truth(pairs: list[tuple[str, str]], out: str, min_agree
         "per_dataset": per_dataset,
     }
     if estimated is not None:
-        from pipeline.datasets import load_annotations
-
         body_file, annotations_file, gt_file = estimated
         ann = load_annotations(annotations_file)
         for key in ("cam_intrinsics", "transl"):
@@ -293,13 +261,6 @@ def check_against_ground_truth(pairs: list[tuple[str, str]], out: str, min_agree
 
 def partseg_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int = 4, check_file: str | None = None) -> None:
     """Grid of crops with part-label overlays; `items` are (annotations, images root, index) triples."""
-    import json
-    from pathlib import Path
-
-    from pipeline.datasets import load_annotations
-    from pipeline.figures import save_grid
-    from pipeline.labelsets import NUM_PART_CLASSES, palette
-
     colours = palette(NUM_PART_CLASSES)
     tiles = []
     for annotations_file, images_root, index_file in items:
@@ -326,43 +287,31 @@ def partseg_figure(items: list[tuple[str, str, str]], out: str, per_dataset: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import logging
-    import time
-
-    parser = argparse.ArgumentParser(prog="python -m pipeline.partseg", description="SMPL part labels in the crop frame")
-    sub = parser.add_subparsers(dest="command", required=True)
+    d = STAGE_DEFAULTS
+    parser, sub = cli.stage_parser("python -m pipeline.partseg", "SMPL part labels in the crop frame")
     p = sub.add_parser("shard", help="render the part labels of rows START..STOP-1 of a dataset")
     p.add_argument("body")
     p.add_argument("annotations")
     p.add_argument("out")
     p.add_argument("--dataset", required=True)
     p.add_argument("--images", required=True, help="image root of the dataset")
-    p.add_argument("--indices", type=int, nargs=2, required=True, metavar=("START", "STOP"))
-    p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--focal-at-224", type=float, default=SPIN_FOCAL_AT_224)
-    p.add_argument("--backend", choices=("raster", "pyrender"), default="raster")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
-    p = sub.add_parser("index", help="index a dataset's shards, with the manifest of rows without labels")
-    p.add_argument("out")
-    p.add_argument("shards", nargs="+")
-    p = sub.add_parser("check", help="compare demo labels with the world's ground truth")
-    p.add_argument("out")
-    p.add_argument("pairs", nargs="+", help="INDEX_JSON:GT_NPZ")
-    p.add_argument("--min-agreement", type=float, default=0.99)
+    cli.add_indices(p)
+    p.add_argument("--resolution", type=int, default=PartsegSettings.resolution)
+    p.add_argument("--focal-at-224", type=float, default=d["focal_length"])
+    p.add_argument("--backend", choices=("raster", "pyrender"), default=d["backend"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--device", default=d["device"], help="cpu, cuda, or auto (cuda when available)")
+    cli.add_index_command(sub, "index a dataset's shards, with the manifest of rows without labels")
+    p = cli.add_check_command(sub, "compare demo labels with the world's ground truth")
+    p.add_argument("--min-agreement", type=float, default=d["min_agreement"])
     p.add_argument("--estimated", nargs=3, metavar=("BODY", "ANNOTATIONS", "GT"), help="also measure the estimated-camera path")
     p = sub.add_parser("figure", help="crops with part-label overlays")
     p.add_argument("out")
     p.add_argument("items", nargs="+", help="ANNOTATIONS:IMAGES_ROOT:INDEX_JSON")
     p.add_argument("--check", help="checks json whose figures go into the banner")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("pipeline.partseg")
-    start = time.perf_counter()
+    start = cli.start_logging()
     if args.command == "shard":
-        from pipeline.config import resolve_device
-
         device = resolve_device(args.device)
         settings = PartsegSettings(resolution=args.resolution, focal_at_224=args.focal_at_224, backend=args.backend,
                                    batch_size=args.batch_size, device=device)
@@ -378,11 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("pixel agreement %.5f, mIoU %.5f over %d samples", result["pixel_agreement"], result["miou"], result["samples"])
     elif args.command == "figure":
         partseg_figure([tuple(i.split(":", 2)) for i in args.items], args.out, check_file=args.check)
-    log.info("done in %.1f s", time.perf_counter() - start)
+    cli.log_done(log, start)
     return 0
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.camera import project
+
 
 @dataclass
 class Raster:
@@ -38,23 +40,6 @@ class Raster:
         covered = self.mask
         corner_values = values[faces[self.face_id[covered]]]  # (M, 3, C)
         return torch.einsum("mk,mkc->mc", self.bary[covered].to(values.dtype), corner_values)
-
-
-def supersampled_intrinsics(K, ss: int):
-    """Intrinsics rendering at `ss` times the resolution with the same pixel centres: a pixel x at the
-    original size sits at ss * x + (ss - 1) / 2 (so box-filtering ss x ss blocks gives the original grid)."""
-    import numpy as np
-
-    K_ss = np.array(K, dtype=np.float64)
-    K_ss[:2] *= ss
-    K_ss[:2, 2] += (ss - 1) / 2.0
-    return K_ss
-
-
-def project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Pinhole projection of camera-frame points (..., 3) with intrinsics K (3, 3) -> pixels (..., 2)."""
-    z = points[..., 2:3]
-    return (points[..., :2] / z) * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
 
 
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, height: int, width: int,

@@ -126,18 +126,6 @@ class FaceIdRenderer:
         self.renderer.delete()
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
-    """4x4 camera-to-world pose (OpenGL convention: the camera looks down its -z axis)."""
-    forward = np.asarray(target, float) - np.asarray(eye, float)
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    true_up = np.cross(right, forward)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, true_up, -forward, eye
-    return pose
-
-
 def render_vertex_colors(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, camera_pose: np.ndarray,
                          yfov: float, width: int, height: int, flat: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """RGB image (H, W, 3) uint8 and depth (H, W) of a mesh with per-vertex colours (uint8 RGB).

@@ -16,6 +16,9 @@ SMPL_PARENTS = np.array(
 )
 NUM_SMPL_JOINTS = len(SMPL_JOINT_NAMES)
 NUM_BODY_POSE_JOINTS = NUM_SMPL_JOINTS - 1  # body_pose excludes the root: 23 x 3 axis-angle
+SMPL_POSE_SIZE = 3 * NUM_SMPL_JOINTS  # 72: axis-angle of every joint, root first
+BODY_POSE_SIZE = 3 * NUM_BODY_POSE_JOINTS  # 69
+NUM_BETAS = 10  # shape coefficients of the SPIN/EFT annotation format and of the regressors
 
 # SMPL part names (the official vertex segmentation's names), indexed like the joints: part j is the
 # region that rotates with joint j.
@@ -77,3 +80,5 @@ JOINTS49 = (
 JOINTS49_NAMES = tuple(name for name, _ in JOINTS49)
 JOINTS49_SOURCE = np.array([src for _, src in JOINTS49], dtype=np.int64)
 NUM_OPENPOSE_JOINTS = 25
+NUM_JOINTS49 = len(JOINTS49_NAMES)  # 25 OpenPose + 24 ground-truth joints (SPIN's order)
+NUM_GT_JOINTS = NUM_JOINTS49 - NUM_OPENPOSE_JOINTS  # 24: the annotated 2D/3D joints (`part`, `S`)

@@ -33,7 +33,7 @@ for width in (0.0625, 0.125, 0.25):
 PARSER_INFERENCE = """
 import numpy as np, torch
 from models.graphonomy import build
-from pipeline.parsing import OptimizedNetwork, multiscale_logits
+from pipeline.human_parser import OptimizedNetwork, multiscale_logits
 torch.manual_seed(0)
 images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
 for width in (0.0625, 0.25):

@@ -148,7 +148,8 @@ def test_saved_file_round_trips(tmp_path, demo_body):
 
 
 def test_headless_silhouette_is_one_connected_component(demo_body):
-    from pipeline.render import look_at, render_vertex_colors
+    from pipeline.camera import look_at
+    from pipeline.render import render_vertex_colors
 
     verts = demo_body.v_template
     center = 0.5 * (verts.min(0) + verts.max(0))

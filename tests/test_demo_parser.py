@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from models.graphonomy import from_pretrained
-from pipeline.parsing import multiscale_logits, parsing_miou
+from pipeline.human_parser import multiscale_logits
+from pipeline.metrics import segmentation_scores
 from trainers.demo_parser import augment, class_weights_for, label_flip_permutation, train
 
 LEFT_ARM, RIGHT_ARM, UPPER, PANTS = 14, 15, 5, 9
@@ -36,7 +37,7 @@ def test_the_trainer_learns_a_toy_parsing_task_and_its_weights_load_back(tmp_pat
         ours = multiscale_logits(model, images, (1.0,), False)
         again = multiscale_logits(loaded, images, (1.0,), False)
     torch.testing.assert_close(again, ours)
-    iou = parsing_miou(ours.argmax(1).numpy(), labels, [UPPER, PANTS])["per_label_iou"]
+    iou = segmentation_scores(ours.argmax(1).numpy(), labels, [UPPER, PANTS])["per_label_iou"]
     assert iou[UPPER] > 0.5 and iou[PANTS] > 0.5, iou
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.graphonomy import build, detect_variant, from_pretrained, graph_tables, normalized_graph
-from pipeline.parsing import ParserRunner, ParsingSettings, multiscale_logits
+from pipeline.human_parser import ParserRunner, ParsingSettings, multiscale_logits
 
 DATA = Path(__file__).parent / "data"
 
@@ -147,7 +147,7 @@ def test_runner_takes_sides_from_the_keypoints(split):
     parser's sides nothing changes."""
     from pipeline.crop import crop_matrix, transform_points
     from pipeline.labelsets import CIHP
-    from pipeline.parsing import sample_keypoints
+    from pipeline.human_parser import sample_keypoints
 
     ann, _ = split
 

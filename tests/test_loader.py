@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.camera import camera_z_rotation
 from pipeline.crop import crop_matrix, transform_points
 from test_pack import make_pack, packed_inputs  # noqa: F401 - the packed-inputs fixture
 from trainers.augment import (
     AugmentSettings,
     SampleParams,
-    camera_z_rotation,
     flip_pose,
     label_to_output_matrix,
     paste_occluders,
@@ -42,7 +42,7 @@ def packed(tmp_path_factory, split, body_file, packed_inputs):  # noqa: F811
 def test_unaugmented_sample_is_the_stored_crop(packed, split):
     import h5py
 
-    from pipeline.parsing import cleaned_from_shard
+    from pipeline.labelsets import cleaned_from_shard
 
     ann, _ = split
     data = PackedDataset([packed[1]], NONE)
@@ -75,7 +75,7 @@ def test_flipped_part_labels_equal_the_labels_of_the_mirrored_body(packed, split
       body's own asymmetry (a marching-cubes mesh: mirror vertices 1 cm apart, 2.3% of vertices take the
       mirrored part), so a lower bound."""
     from pipeline.body.model import BodyModel
-    from pipeline.crop import crop_intrinsics
+    from pipeline.camera import crop_intrinsics
     from pipeline.datasets import load_annotations
     from pipeline.partseg import PartLabelRenderer, PartsegSettings
     from trainers.augment import part_label_flip_lut

@@ -18,6 +18,7 @@ def packed_inputs(tmp_path_factory, split, body_file):
     """Part-label and parser shards (two each) for the 6-image demo split, a parser weights file."""
     from models.graphonomy import build
     from pipeline import parsing, partseg
+    from pipeline.human_parser import ParsingSettings
 
     ann, _ = split
     root = tmp_path_factory.mktemp("labels")
@@ -26,7 +27,7 @@ def packed_inputs(tmp_path_factory, split, body_file):
     torch.manual_seed(0)
     weights = root / "parser.pth"
     torch.save(build("transfer", width=0.0625).state_dict(), weights)
-    settings = parsing.ParsingSettings.preset("dsr", scales=(1.0,), input_resolution=64)
+    settings = ParsingSettings.preset("dsr", scales=(1.0,), input_resolution=64)
     for k, rows in enumerate((range(0, 4), range(4, 6))):
         partseg.write_shard(str(body_file), str(ann.path), str(ann.image_root), "demo_test", rows, ps[k], partseg.PartsegSettings())
         parsing.write_shard(str(weights), "transfer", str(ann.path), str(ann.image_root), "demo_test", rows, pp[k], settings)

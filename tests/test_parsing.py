@@ -4,19 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.labelsets import CIHP, CIHP_IGNORE, cihp_flip_permutation
+from pipeline.human_parser import ParsingSettings, assign_sides, flip_logits, keypoint_box, multiscale_logits, to_network_input
+from pipeline.labelsets import (CIHP, CIHP_IGNORE, MIN_CLOTHING_LABELS, clean_labels, cihp_flip_permutation,
+                                minimal_clothing_valid)
 from pipeline.skeleton import JOINTS49_NAMES
-from pipeline.parsing import (
-    MIN_CLOTHING_LABELS,
-    ParsingSettings,
-    assign_sides,
-    clean_labels,
-    flip_logits,
-    keypoint_box,
-    minimal_clothing_valid,
-    multiscale_logits,
-    to_network_input,
-)
 
 
 def test_flip_swaps_left_and_right_labels_on_a_label_map():
@@ -137,3 +128,26 @@ def test_presets():
     assert ParsingSettings.preset("graphonomy").scales[0] == 1.0
     with pytest.raises(ValueError, match="unknown parsing preset"):
         ParsingSettings.preset("other")
+
+
+def test_dsr_merged_classes_follow_dsr_and_keep_ignored_pixels():
+    from pipeline.labelsets import DSR_MERGED_LABELS, dsr_merge_lut
+
+    lut = dsr_merge_lut()
+    merged = {name: [label for label in range(20) if lut[label] == k] for k, name in enumerate(DSR_MERGED_LABELS)}
+    # DSR's GRPH_MERGE_MAP, in CIHP label ids
+    assert merged == {"background": [0], "head": [1, 2, 4, 11, 13], "upperclothes": [3, 5, 6, 7, 10],
+                      "pants": [8, 9, 12], "leftArm": [14], "rightArm": [15], "leftLeg": [16, 18], "rightLeg": [17, 19]}
+    assert lut[CIHP_IGNORE] == CIHP_IGNORE
+
+
+def test_minimal_clothing_flags_swap_sides_with_a_flip():
+    from pipeline.labelsets import min_clothing_flip_permutation
+
+    cleaned = np.zeros((40, 40), np.uint8)
+    cleaned[:, :10] = CIHP["Left-arm"]  # 400 px on the left
+    cleaned[:2, 30:] = CIHP["Right-shoe"]  # 20 px, too few
+    flags = minimal_clothing_valid(cleaned, 60)
+    mirrored = minimal_clothing_valid(cihp_flip_permutation()[cleaned[:, ::-1]], 60)
+    assert flags.tolist() == [False, True, False, False, False]
+    assert mirrored.tolist() == flags[min_clothing_flip_permutation()].tolist() == [False, False, True, False, False]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pipeline.body.model import BodyModel
+from pipeline.camera import estimate_translation
 from pipeline.datasets import AnnotationError, load_annotations
 from pipeline.io import save_npz
 from pipeline.partseg import (
@@ -17,7 +18,6 @@ from pipeline.partseg import (
     CAMERA_ESTIMATED,
     PartLabelRenderer,
     PartsegSettings,
-    estimate_translation,
     face_part_labels,
     label_agreement,
     part_branch_labels,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import prior
+from pipeline import prior, scans
+from pipeline.camera import RigSettings, opencv_look_at
 from pipeline.crop import crop_matrix, warp
 from pipeline.labelsets import CIHP, NUM_CIHP_CLASSES, palette
 from pipeline.raster import rasterize
-from pipeline.world.scans import RigSettings, opencv_look_at
 
 PALETTE = palette(NUM_CIHP_CLASSES).astype(np.int64)
 GREY = (0.3, 0.6, 0.9)  # not a palette colour (label 7 is VOC grey)
@@ -51,7 +51,7 @@ def flat_scan(vertices, faces, face_labels):
     f = np.arange(len(v)).reshape(-1, 3)
     colours = np.repeat(PALETTE[face_labels] / 255.0, 3, axis=0)
     normals = np.repeat(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), 3, axis=0)
-    return prior.ScanMesh(v, f, normals / np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12), colours)
+    return scans.ScanMesh(v, f, normals / np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12), colours)
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,8 @@ def run_map(labelled_scan, demo_model, monkeypatch, resolution=192):
     monkeypatch.setattr(prior, "load_scan_mesh", lambda path: scan)
     row = {"scan": "scan_a", "mesh": __file__, "fit": str(root / "fits" / "scan_a.npz"), "fit_type": "smpl",
            "cameras": str(root / "cameras" / "scan_a.json")}
-    return prior.map_scans([row], prior.FitReader(demo_model), PaletteParser(resolution), RigSettings(),
-                           prior.RenderSettings(supersample=1, ambient=1.0, background=GREY),
+    return prior.map_scans([row], scans.FitReader(demo_model), PaletteParser(resolution), RigSettings(),
+                           scans.RenderSettings(supersample=1, ambient=1.0, background=GREY),
                            prior.MapSettings(label_resolution=resolution), progress=False)
 
 
@@ -231,12 +231,12 @@ def test_a_missing_fit_names_the_scan(tmp_path, demo_model):
     for name in ("scan_ok", "scan_nofit"):
         (tmp_path / "meshes" / f"{name}.ply").write_text("ply")
     np.savez(tmp_path / "fits" / "scan_ok.npz", betas=np.zeros(10))
-    with pytest.raises(prior.PriorInputError, match="scan scan_nofit: no fit at .*scan_nofit.npz"):
-        prior.build_scan_index(tmp_path, tmp_path / "index.json")
-    with pytest.raises(prior.PriorInputError, match="scan scan_gone: body fit not found at .*gone.npz"):
-        prior.FitReader(demo_model).vertices(tmp_path / "fits" / "gone.npz", "smpl", "scan_gone")
-    with pytest.raises(prior.PriorInputError, match="scan scan_ok: fit .* has no 'body_pose'|no 'pose'"):
-        prior.FitReader(demo_model).vertices(tmp_path / "fits" / "scan_ok.npz", "smpl", "scan_ok")
+    with pytest.raises(scans.ScanInputError, match="scan scan_nofit: no fit at .*scan_nofit.npz"):
+        scans.build_scan_index(tmp_path, tmp_path / "index.json")
+    with pytest.raises(scans.ScanInputError, match="scan scan_gone: body fit not found at .*gone.npz"):
+        scans.FitReader(demo_model).vertices(tmp_path / "fits" / "gone.npz", "smpl", "scan_gone")
+    with pytest.raises(scans.ScanInputError, match="scan scan_ok: fit .* has no 'body_pose'|no 'pose'"):
+        scans.FitReader(demo_model).vertices(tmp_path / "fits" / "scan_ok.npz", "smpl", "scan_ok")
 
 
 def test_scan_folder_index_and_textured_obj(tmp_path):
@@ -256,18 +256,18 @@ def test_scan_folder_index_and_textured_obj(tmp_path):
     mesh = trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material), process=False)
     mesh.export(tmp_path / "meshes" / "scan_t" / "scan_t.obj")
     np.savez(tmp_path / "fits" / "scan_t.npz", betas=np.zeros(10), global_orient=np.zeros(3), body_pose=np.zeros(69))
-    n = prior.build_scan_index(tmp_path, tmp_path / "index.json")
-    rows = prior.read_scan_index(tmp_path / "index.json")
+    n = scans.build_scan_index(tmp_path, tmp_path / "index.json")
+    rows = scans.read_scan_index(tmp_path / "index.json")
     assert n == 1 and rows[0]["scan"] == "scan_t" and rows[0]["cameras"] is None and rows[0]["fit"].endswith("scan_t.npz")
-    scan = prior.load_scan_mesh(rows[0]["mesh"])
+    scan = scans.load_scan_mesh(rows[0]["mesh"])
     assert scan.texture is not None
     R, t = opencv_look_at(np.array([0, 0, -4.0]), np.zeros(3))  # looking at the front (+z normal faces away: no matter, unlit)
     K = np.array([[60.0, 0, 31.5], [0, 60.0, 31.5], [0, 0, 1]])
-    image = prior.render_scan(scan, R, t, K, 64, 64, prior.RenderSettings(supersample=1, ambient=1.0)).astype(int)
+    image = scans.render_scan(scan, R, t, K, 64, 64, scans.RenderSettings(supersample=1, ambient=1.0)).astype(int)
     # seen from -z, the texture's left half (x < 0) is on the image's right
     assert np.abs(image[32, 40] - (200, 30, 30)).max() <= 2 and np.abs(image[32, 23] - (30, 30, 200)).max() <= 2
     # generated rig: views around the scan from config
-    views = prior.scan_views(rows[0], scan, RigSettings(views=3, resolution=64), seed=0)
+    views = scans.scan_views(rows[0], scan, RigSettings(views=3, resolution=64), seed=0)
     assert len(views) == 3 and views[0]["width"] == 64
 
 
@@ -283,10 +283,10 @@ def test_smplx_fits_go_through_the_deformation_transfer(tmp_path, demo_model):
     matrix[perm, np.arange(V)] = 1.0
     np.savez(tmp_path / "fit.npz", vertices=source)
     np.savez(tmp_path / "transfer.npz", mtx=np.concatenate([matrix, np.zeros_like(matrix)], axis=1))  # + normals half
-    out = prior.FitReader(demo_model, deformation_transfer=str(tmp_path / "transfer.npz")).vertices(tmp_path / "fit.npz", "smplx", "scan_x")
+    out = scans.FitReader(demo_model, deformation_transfer=str(tmp_path / "transfer.npz")).vertices(tmp_path / "fit.npz", "smplx", "scan_x")
     np.testing.assert_allclose(out, body, atol=1e-9)
-    with pytest.raises(prior.PriorInputError, match="smplx2smpl_deftrafo_setup.pkl"):
-        prior.FitReader(demo_model).vertices(tmp_path / "fit.npz", "smplx", "scan_x")
+    with pytest.raises(scans.ScanInputError, match="smplx2smpl_deftrafo_setup.pkl"):
+        scans.FitReader(demo_model).vertices(tmp_path / "fit.npz", "smplx", "scan_x")
 
 
 def test_check_reports_agreement_with_ground_truth(tmp_path, demo_model):
@@ -318,7 +318,8 @@ def test_an_exact_parser_brings_the_prior_to_the_ground_truth(tmp_path, body_fil
     the prior's argmax agrees with the scans' ground truth almost everywhere. What the demo prior falls
     short of this is the parser's doing, not the rendering, voting or reduction."""
     from pipeline.world.poses import PosePrior
-    from pipeline.world.scans import camera_rig, make_scan
+    from pipeline.camera import camera_rig
+    from pipeline.world.scans import make_scan
 
     pose_prior = PosePrior.load()
     rig = RigSettings(views=10, resolution=256)
@@ -337,8 +338,8 @@ def test_an_exact_parser_brings_the_prior_to_the_ground_truth(tmp_path, body_fil
     index = tmp_path / "index.json"
     index.write_text(json.dumps({"scans": rows}))
     monkeypatch.setattr(prior, "load_scan_mesh", lambda path: meshes[Path(path).name])
-    result = prior.map_scans(prior.read_scan_index(index), prior.FitReader(demo_model), PaletteParser(256), rig,
-                             prior.RenderSettings(supersample=1, ambient=1.0, background=GREY),
+    result = prior.map_scans(scans.read_scan_index(index), scans.FitReader(demo_model), PaletteParser(256), rig,
+                             scans.RenderSettings(supersample=1, ambient=1.0, background=GREY),
                              prior.MapSettings(label_resolution=256), progress=False)
     V = demo_model.data.num_vertices
     np.savez(tmp_path / "s.npz", counts=result["counts"], seen_views=result["seen_views"], scans=np.array([r["scan"] for r in rows]),

@@ -9,6 +9,7 @@ import trimesh
 from PIL import Image
 
 from conftest import REPO, SETTINGS
+from pipeline.camera import RigSettings
 from pipeline.crop import crop_matrix, warp
 from pipeline.datasets import (
     AnnotationError,
@@ -21,7 +22,7 @@ from pipeline.io import save_npz
 from pipeline.labelsets import CIHP
 from pipeline.raster import rasterize
 from pipeline.world.images import write_image_shard
-from pipeline.world.scans import RigSettings, write_scan_index, write_scan_shard
+from pipeline.world.scans import write_scan_index, write_scan_shard
 
 REAL = REPO.parent / "shared" / "fixtures" / "real"
 

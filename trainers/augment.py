@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.labelsets import CIHP_IGNORE, cihp_flip_permutation
+from pipeline.camera import camera_z_rotation
+from pipeline.labelsets import CIHP_IGNORE, min_clothing_flip_permutation
 from pipeline.skeleton import JOINTS49_NAMES, SMPL_JOINT_NAMES, SMPL_PART_NAMES
 
-IGNORE = 255
 
 
 @dataclass
@@ -108,15 +108,7 @@ def part_label_flip_lut() -> np.ndarray:
     return lut
 
 
-def cihp_flip_lut() -> np.ndarray:
-    lut = np.arange(256, dtype=np.uint8)
-    perm = np.asarray(cihp_flip_permutation())
-    lut[:len(perm)] = perm
-    return lut
-
-
-# MIN_CLOTHING_LABELS order: Face, Left-arm, Right-arm, Left-shoe, Right-shoe
-MIN_CLOTHING_FLIP = np.array([0, 2, 1, 4, 3])
+MIN_CLOTHING_FLIP = min_clothing_flip_permutation()  # Face, Left-arm, Right-arm, Left-shoe, Right-shoe
 
 
 def flip_pose(pose: np.ndarray) -> np.ndarray:
@@ -148,13 +140,6 @@ def _matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
         return axis / np.linalg.norm(axis) * angle
     axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2 * math.sin(angle))
     return axis * angle
-
-
-def camera_z_rotation(degrees: float) -> np.ndarray:
-    """The 3D rotation about the camera's optical axis that turns the image by `degrees` (image x
-    right, y down; positive turns +x towards +y)."""
-    a = math.radians(degrees)
-    return np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
 
 
 def rotate_global_orient(pose: np.ndarray, degrees: float) -> np.ndarray:

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.graphonomy import build
+from pipeline import cli
 from pipeline.config import resolve_device, schema_defaults
 from pipeline.crop import crop_matrix, warp
 from pipeline.datasets import load_annotations
 from pipeline.io import atomic_output
 from pipeline.labelsets import NUM_CIHP_CLASSES, cihp_flip_permutation
-from pipeline.parsing import to_network_input
+from pipeline.human_parser import to_network_input
 
 log = logging.getLogger("trainers.demo_parser")
 DEFAULTS = schema_defaults("parsing", "demo")  # the config schema's parsing.demo: CLI and train() defaults
@@ -123,13 +124,9 @@ def train(images: np.ndarray, labels: np.ndarray, width: float, steps: int, batc
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.demo_parser", description=__doc__,
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("annotations")
     parser.add_argument("ground_truth")
     parser.add_argument("out")
@@ -145,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and augmentation")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    start = time.perf_counter()
+    start = cli.start_logging()
     images, labels = load_training_set(args.annotations, args.ground_truth, args.resolution)
     log.info("training set: %d crops of %d px", len(images), args.resolution)
     device = resolve_device(args.device)

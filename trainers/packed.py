@@ -41,14 +41,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.camera import camera_z_rotation
 from pipeline.crop import crop_matrix, transform_points
-from pipeline.pack import FORMAT_VERSION
+from pipeline.labelsets import IGNORE, MIN_CLOTHING_LABELS, cihp_flip_permutation
+from pipeline.pack_format import FORMAT_VERSION, decode_jpeg_image
+from pipeline.skeleton import NUM_BETAS, NUM_GT_JOINTS, NUM_JOINTS49, NUM_OPENPOSE_JOINTS, SMPL_POSE_SIZE
 from trainers.augment import (
     MIN_CLOTHING_FLIP,
     AugmentSettings,
     OccluderSet,
-    camera_z_rotation,
-    cihp_flip_lut,
     colour_gain,
     draw_params,
     flip_pose,
@@ -129,7 +130,7 @@ class PackedDataset(torch.utils.data.Dataset):
         self._pid = None
         self._joints_perm = joints49_flip_permutation()
         self._part_lut = part_label_flip_lut()
-        self._cihp_lut = cihp_flip_lut()
+        self._cihp_lut = cihp_flip_permutation()
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     @property
@@ -176,7 +177,6 @@ class PackedDataset(torch.utils.data.Dataset):
         """The stored crops of file k, row j: image (C x C PIL RGB), part and parser label maps (R, R)."""
         from PIL import Image
 
-        from pipeline.pack import decode_jpeg_image
 
         meta, f = self.files[k], self._h5(k)  # the file's datasets, opened once per process
         if not meta.image_ok[j]:
@@ -186,7 +186,7 @@ class PackedDataset(torch.utils.data.Dataset):
         parts = f["parts/labels"][j] if meta.has_parts_group and meta.has_parts[j] else None
         parser = None
         if meta.has_parsing_group and meta.has_parser[j]:
-            from pipeline.parsing import clean_labels
+            from pipeline.labelsets import clean_labels
 
             box = meta.parsing_box[j]
             parser = clean_labels(f["parsing/labels"][j], None if np.isnan(box).any() else box)
@@ -216,11 +216,11 @@ class PackedDataset(torch.utils.data.Dataset):
         image = np.array(colour_gain(pil_warp(stored["image"], M_img, O, nearest=False, fill=(0, 0, 0)), p.gains))
         parts = parser = None
         if stored["parts"] is not None:
-            parts = np.array(pil_warp(Image.fromarray(stored["parts"]), M, O, nearest=True, fill=255))
+            parts = np.array(pil_warp(Image.fromarray(stored["parts"]), M, O, nearest=True, fill=IGNORE))
             if p.flip:
                 parts = self._part_lut[parts]
         if stored["parser"] is not None:
-            parser = np.array(pil_warp(Image.fromarray(stored["parser"]), M, O, nearest=True, fill=255))
+            parser = np.array(pil_warp(Image.fromarray(stored["parser"]), M, O, nearest=True, fill=IGNORE))
             if p.flip:
                 parser = self._cihp_lut[parser]
         occluded = np.zeros((O, O), bool)
@@ -230,29 +230,29 @@ class PackedDataset(torch.utils.data.Dataset):
         a = meta.arrays
         # keypoints: full image -> label crop -> output, then [-1, 1]
         to_label = crop_matrix(a["center"][j], float(a["scale"][j]), R)
-        kp = np.zeros((49, 3), np.float32)
+        kp = np.zeros((NUM_JOINTS49, 3), np.float32)
         if "openpose" in a:
-            kp[:25] = a["openpose"][j]
+            kp[:NUM_OPENPOSE_JOINTS] = a["openpose"][j]
         if "part" in a:
-            kp[25:] = a["part"][j]
+            kp[NUM_OPENPOSE_JOINTS:] = a["part"][j]
         kp[:, :2] = transform_points(kp[:, :2].astype(np.float64), M @ to_label) * (2.0 / (O - 1)) - 1.0
         kp[kp[:, 2] <= 0, :2] = 0.0  # unannotated joints carry no position
-        pose = a["pose"][j].astype(np.float64) if "pose" in a else np.zeros(72)
-        betas = a["shape"][j].astype(np.float32) if "shape" in a else np.zeros(10, np.float32)
+        pose = a["pose"][j].astype(np.float64) if "pose" in a else np.zeros(SMPL_POSE_SIZE)
+        betas = a["shape"][j].astype(np.float32) if "shape" in a else np.zeros(NUM_BETAS, np.float32)
         has_smpl = bool(a["has_smpl"][j]) if "has_smpl" in a else False
-        joints3d = a["S"][j].astype(np.float64).copy() if "S" in a else np.zeros((24, 4))
+        joints3d = a["S"][j].astype(np.float64).copy() if "S" in a else np.zeros((NUM_GT_JOINTS, 4))
         has_joints3d = "S" in a and bool(joints3d[:, 3].any())
         if p.rotation:
             pose = rotate_global_orient(pose, p.rotation)
             joints3d[:, :3] = joints3d[:, :3] @ camera_z_rotation(p.rotation).T
-        min_clothing = meta.min_clothing[j].copy() if meta.min_clothing is not None else np.zeros(5, bool)
+        min_clothing = meta.min_clothing[j].copy() if meta.min_clothing is not None else np.zeros(len(MIN_CLOTHING_LABELS), bool)
         if p.flip:
             kp = kp[self._joints_perm]
             pose = flip_pose(pose)
-            joints3d = joints3d[self._joints_perm[25:] - 25]
+            joints3d = joints3d[self._joints_perm[NUM_OPENPOSE_JOINTS:] - NUM_OPENPOSE_JOINTS]
             joints3d[:, 0] *= -1
             min_clothing = min_clothing[MIN_CLOTHING_FLIP]
-        O_labels = np.full((O, O), 255, np.uint8)
+        O_labels = np.full((O, O), IGNORE, np.uint8)
         return {
             "image": image.transpose(2, 0, 1),
             "keypoints": kp,

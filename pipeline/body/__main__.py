@@ -7,19 +7,18 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import pickle
 import sys
-import time
+
+from pipeline import cli
+from pipeline.config import schema_defaults
 
 log = logging.getLogger("pipeline.body")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.body", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = cli.stage_parser("python -m pipeline.body", __doc__)
 
     p = sub.add_parser("convert", help="write an SMPL .pkl (chumpy inside, no chumpy needed) as a clean .npz")
     p.add_argument("src")
@@ -30,16 +29,16 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="build the procedural demo body")
     p.add_argument("dst")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grid-spacing", type=float, default=0.02, help="metres between implicit-surface samples")
+    demo = schema_defaults("body", "demo")
+    p.add_argument("--seed", type=int, default=demo["seed"])
+    p.add_argument("--grid-spacing", type=float, default=demo["grid_spacing"], help="metres between implicit-surface samples")
 
     p = sub.add_parser("figure", help="render the part-label figure of a model file")
     p.add_argument("model")
     p.add_argument("png")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    start = time.perf_counter()
+    start = cli.start_logging()
 
     from pipeline.body.model import BodyModel, BodyModelError, convert_model_file
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BodyModelError, pickle.UnpicklingError, OSError) as e:
         log.error("%s", e)
         return 1
-    log.info("done in %.1f s", time.perf_counter() - start)
+    cli.log_done(log, start)
     return 0
 
 

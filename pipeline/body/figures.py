@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from pipeline.body.model import BodyModel
+from pipeline.camera import look_at
 from pipeline.io import atomic_output
-from pipeline.render import look_at, render_vertex_colors
+from pipeline.render import render_vertex_colors
 from pipeline.skeleton import NUM_SMPL_JOINTS, SMPL_JOINT_NAMES
 
 

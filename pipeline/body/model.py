@@ -1,6 +1,7 @@
 """The body model: loading SMPL-format files (licensed SMPL or the demo body) and a batched forward.
 
-Every stage reads one file, `results/body/body_model.npz`, written by the `body_model` rule: the
+Every stage reads one file: `results/body/demo_body.npz` (rule `demo_body`) or the user's SMPL file
+converted to `results/body/smpl_<gender>.npz` (rule `convert_smpl`), holding the
 standard SMPL arrays plus the metadata the stages need (part label per vertex, extra-joint vertex ids,
 the H36M joint regressor). The math is smplx's LBS; this module only supplies the data, so the code is
 generic in the vertex and face count.

@@ -9,25 +9,23 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-import time
 from pathlib import Path
+
+from pipeline import cli
+from pipeline.config import schema_defaults
 
 log = logging.getLogger("pipeline.world")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.world", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = cli.stage_parser("python -m pipeline.world", __doc__)
 
     def shard_args(p):
         p.add_argument("body")
         p.add_argument("out_dir")
-        p.add_argument("--indices", type=int, nargs=2, required=True, metavar=("START", "STOP"),
-                       help="sample indices START..STOP-1 (a sample's content depends on seed and index only)")
+        cli.add_indices(p, "samples (a sample's content depends on seed and index only)")
         p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("images", help="generate one shard of an image split")
@@ -36,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--second-person-prob", type=float, default=0.3)
     p.add_argument("--occluders", type=int, nargs=2, default=(0, 0), metavar=("MIN", "MAX"))
     p.add_argument("--no-smpl-fraction", type=float, default=0.0)
-    p.add_argument("--crop-res", type=int, default=224)
+    p.add_argument("--crop-res", type=int, default=schema_defaults("labels")["resolution"])
 
     p = sub.add_parser("merge", help="merge the shards of a split")
     p.add_argument("out_npz")
@@ -45,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("scans", help="generate one shard of clothed scans")
     shard_args(p)
-    p.add_argument("--views", type=int, default=10)
-    p.add_argument("--elevation-deg", type=float, default=10.0)
-    p.add_argument("--distance", type=float, default=2.6)
-    p.add_argument("--resolution", type=int, default=512)
+    rig = schema_defaults("world", "scans")
+    p.add_argument("--views", type=int, default=rig["views"])
+    p.add_argument("--elevation-deg", type=float, default=rig["elevation_deg"])
+    p.add_argument("--distance", type=float, default=rig["distance"])
+    p.add_argument("--resolution", type=int, default=rig["resolution"])
 
     p = sub.add_parser("scan-index", help="index every scan shard")
     p.add_argument("out_json")
@@ -59,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("splits", nargs="+", help="ANNOTATIONS_NPZ:GT_NPZ pairs")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    start = time.perf_counter()
+    start = cli.start_logging()
     if args.command == "images":
         from pipeline.world.images import write_image_shard
         from pipeline.world.scene import WorldSettings
@@ -75,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         n = merge_split(args.shards, Path(args.out_npz).parent, args.out_npz, args.out_gt)
         log.info("merged %d shards, %d samples -> %s", len(args.shards), n, args.out_npz)
     elif args.command == "scans":
-        from pipeline.world.scans import RigSettings, write_scan_shard
+        from pipeline.camera import RigSettings
+        from pipeline.world.scans import write_scan_shard
 
         rig = RigSettings(views=args.views, elevation_deg=args.elevation_deg, distance=args.distance, resolution=args.resolution)
         write_scan_shard(args.body, args.out_dir, range(*args.indices), args.seed, rig)
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
         world_figure([tuple(s.split(":", 1)) for s in args.splits], args.out_png)
         log.info("figure -> %s", args.out_png)
-    log.info("done in %.1f s", time.perf_counter() - start)
+    cli.log_done(log, start)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import trimesh
 from tqdm import tqdm
 
 from pipeline.body.model import BodyModel
+from pipeline.camera import RigSettings, camera_rig
 from pipeline.mesh import vertex_adjacency, vertex_normals
 from pipeline.world.clothing import face_labels, garment_labels, garment_thickness, sample_outfit
 from pipeline.world.poses import PosePrior
@@ -32,45 +32,8 @@ from pipeline.world.poses import PosePrior
 SCAN_POSES = ("standing", "walking", "arms_raised", "reaching")  # scans are captured upright
 
 
-@dataclass
-class RigSettings:
-    views: int = 10
-    elevation_deg: float = 10.0
-    distance: float = 2.6  # metres from the body centre
-    resolution: int = 512
-    fill: float = 0.8  # share of the image the scan's larger extent (height or width) spans
-
-
 def scan_name(index: int) -> str:
     return f"scan_{index:05d}"
-
-
-def opencv_look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """(R, t) of an OpenCV camera at `eye` looking at `target`: x_cam = R x_world + t."""
-    forward = target - eye
-    forward = forward / np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    R = np.stack([right, down, forward])
-    return R, -R @ eye
-
-
-def camera_rig(center: np.ndarray, extent: float, rng: np.random.Generator, rig: RigSettings) -> list[dict]:
-    """K views around `center` at the rig's distance and elevation; the focal length makes a scan of
-    `extent` metres (its larger side) span `rig.fill` of the image."""
-    f = rig.resolution * rig.fill * rig.distance / extent
-    c = (rig.resolution - 1) / 2.0
-    K = np.array([[f, 0, c], [0, f, c], [0, 0, 1.0]])
-    offset = rng.uniform(0, 2 * np.pi)
-    elevation = np.deg2rad(rig.elevation_deg)
-    views = []
-    for k in range(rig.views):
-        azimuth = offset + 2 * np.pi * k / rig.views
-        eye = center + rig.distance * np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)])
-        R, t = opencv_look_at(eye, center)
-        views.append({"K": K.tolist(), "R": R.tolist(), "t": t.tolist(), "width": rig.resolution, "height": rig.resolution})
-    return views
 
 
 def subdivide(vertices: np.ndarray, faces: np.ndarray, attributes: dict[str, np.ndarray], face_values: np.ndarray):

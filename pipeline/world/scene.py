@@ -16,9 +16,10 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 from pipeline.body.model import BodyModel, joints49
-from pipeline.crop import PIXELS_PER_SCALE, crop_intrinsics
+from pipeline.camera import crop_intrinsics, project, supersampled_intrinsics
+from pipeline.crop import PIXELS_PER_SCALE
 from pipeline.mesh import vertex_normals
-from pipeline.raster import project, rasterize, supersampled_intrinsics
+from pipeline.raster import rasterize
 from pipeline.skeleton import JOINTS49_NAMES, NUM_OPENPOSE_JOINTS
 from pipeline.world.clothing import Material, Outfit, face_labels, garment_labels, sample_outfit
 from pipeline.world.poses import PosePrior
