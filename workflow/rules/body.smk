@@ -1,6 +1,9 @@
 # The body model: the procedural demo body, or the user's SMPL file converted to a clean .npz.
 
 
+include: "helpers/body.smk"
+
+
 rule demo_body:
     output:
         "results/body/demo_body.npz",

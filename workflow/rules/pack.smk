@@ -2,6 +2,9 @@
 # clothing prior, and the hashes of every input; then verified.
 
 
+include: "helpers/pack.smk"
+
+
 rule pack_split:
     input:
         unpack(pack_inputs),

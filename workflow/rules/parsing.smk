@@ -2,6 +2,9 @@
 # stored raw in the crop frame with DSR's keypoint box and minimal-clothing flags.
 
 
+include: "helpers/parsing.smk"
+
+
 rule parsing_demo_weights:
     input:
         unpack(demo_parser_inputs),

@@ -1,6 +1,9 @@
 # Body-part labels for PARE: per row, 24 SMPL parts + background in the crop frame, in shards.
 
 
+include: "helpers/partseg.smk"
+
+
 rule partseg_shard:
     input:
         unpack(partseg_inputs),

@@ -2,6 +2,9 @@
 # shards of scans, then reduce to a per-vertex and per-face distribution over the 20 CIHP labels.
 
 
+include: "helpers/prior.smk"
+
+
 rule prior_scan_index:
     output:
         "results/prior/scans/index.json",
@@ -60,7 +63,7 @@ rule prior_reduce:
 rule prior_check:
     input:
         prior="results/prior/clothing_prior.npz",
-        index=lambda wildcards: prior_scan_index(),
+        index=prior_scan_index,
     output:
         report("results/checks/prior.json", caption="../report/prior_check.rst", category="Checks"),
     params:

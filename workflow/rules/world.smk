@@ -2,6 +2,9 @@
 # generated in shards from the body model, with ground truth for every label the pipeline makes.
 
 
+include: "helpers/world.smk"
+
+
 rule world_image_shard:
     input:
         body=body_model_file(),

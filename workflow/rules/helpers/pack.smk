@@ -1,0 +1,43 @@
+# rules/pack.smk's config and helpers: inputs, options and the stage's targets. It reads the config of
+# the stages it packs (PARTSEG, PARSING, PRIOR) and parser_weights().
+# Apart from the rules because Snakemake's linter flags a file that mixes rules and functions.
+
+
+PACK = config["pack"]
+
+
+def pack_inputs(wildcards):
+    spec = dataset_spec(wildcards.dataset)
+    inputs = {"annotations": spec["annotations"], "body": body_model_file(),
+              "parts": f"results/partseg/{wildcards.dataset}/index.json"}
+    if PARSING["enabled"]:
+        inputs["parsing"] = f"results/parsing/{wildcards.dataset}/index.json"
+        inputs["parser_weights"] = parser_weights()
+        if PRIOR["enabled"]:
+            inputs["prior"] = "results/prior/clothing_prior.npz"
+    return inputs
+
+
+def pack_options(wildcards, input):
+    import json
+    import shlex
+
+    spec = dataset_spec(wildcards.dataset)
+    # the config that shapes the file, recorded in it (and a rerun trigger through params)
+    subset = {"labels": config["labels"], "pack": PACK, "partseg": {k: PARTSEG[k] for k in ("focal_length", "backend")}}
+    options = (
+        f"--dataset {wildcards.dataset} --images {spec['images']} --parts {input.parts} --body {input.body} "
+        f"--label-resolution {config['labels']['resolution']} --context {PACK['context']} "
+        f"--image-format {PACK['image_format']} --jpeg-quality {PACK['jpeg_quality']} "
+        f"--config-json {shlex.quote(json.dumps(subset, sort_keys=True))}"
+    )
+    for key, flag in (("parsing", "--parsing"), ("parser_weights", "--parser-weights"), ("prior", "--prior")):
+        if key in input.keys():
+            options += f" {flag} {input[key]}"
+    return options
+
+
+def pack_targets():
+    if not PACK["enabled"]:
+        return []
+    return [f"results/packed/{name}.h5" for name in DATASETS]
