@@ -32,6 +32,9 @@ ROW_SHAPES = {
     "part": (NUM_GT_JOINTS, 3), "openpose": (NUM_OPENPOSE_JOINTS, 3), "gender": (), "cam_intrinsics": (3, 3), "transl": (3,),
 }
 REQUIRED = ("imgname", "center", "scale")
+# Keypoint arrays: a joint that is not there has confidence 0 (OpenPose, SPIN, EFT), never NaN, so a
+# non-finite value means a damaged file, not a missing joint.
+KEYPOINT_KEYS = ("openpose", "part", "S")
 
 
 class AnnotationError(ValueError):
@@ -88,12 +91,26 @@ class Annotations:
             raise self.error(index, f"center is not finite ({a['center'][index]})")
         if not (np.isfinite(a["scale"][index]) and a["scale"][index] > 0):
             raise self.error(index, f"scale must be a positive number, got {a['scale'][index]}")
+        for key in KEYPOINT_KEYS:
+            if key in a and not np.isfinite(a[key][index]).all():
+                joints = np.flatnonzero(~np.isfinite(a[key][index]).all(axis=-1)).tolist()
+                raise self.error(index, f"{key} has non-finite values (NaN or inf) at joints {joints}; keypoint files mark a "
+                                        "missing joint with confidence 0, never NaN, so the annotation file is damaged: "
+                                        "regenerate it, or set those joints to 0 (x, y and confidence)")
         if need_smpl and self.has_smpl[index]:
             for key in ("pose", "shape", *(k for k in ("transl", "cam_intrinsics") if k in a)):
                 if key in a and not np.isfinite(a[key][index]).all():
                     raise self.error(index, f"{key} has non-finite values although has_smpl = 1")
             if "pose" not in a or "shape" not in a:
                 raise self.error(index, "has_smpl = 1 but the file has no pose/shape arrays")
+
+    def require_some_image(self, indices: range) -> None:
+        """Some missing photos are recorded skips; rows none of whose photo exists mean a wrong images folder."""
+        if len(indices) and not any(self.image_path(i).is_file() for i in indices):
+            raise AnnotationError(
+                f"dataset {self.name} ({self.path}): none of the images of rows {indices.start}-{indices.stop - 1} exists "
+                f"under the images root {self.image_root} (e.g. {self.image_path(indices.start)}): check "
+                f"datasets.{self.name}.images in the config, the folder the file's imgname entries are relative to")
 
     def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
         return {k: v[start:stop] for k, v in self.arrays.items()}
@@ -127,6 +144,9 @@ def load_annotations(path: str | Path, image_root: str | Path | None = None, nam
     # every shard job loads the whole file: find a bad row with array operations, report it with check_row
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(arrays["center"]).all(axis=1) | ~(np.isfinite(arrays["scale"]) & (arrays["scale"] > 0))
+        for key in KEYPOINT_KEYS:
+            if key in arrays:
+                bad |= ~np.isfinite(arrays[key]).reshape(n, -1).all(axis=1)
     if bad.any():
         ann.check_row(int(np.flatnonzero(bad)[0]))
     return ann

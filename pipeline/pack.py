@@ -20,8 +20,8 @@ from pipeline.config import schema_defaults
 from pipeline.crop import context_crop_matrix
 from pipeline.io import sha256_file
 from pipeline.labelsets import IGNORE
-from pipeline.pack_format import (CIHP_MAX, FORMAT_VERSION, PART_MAX, content_hash, decode_jpeg, encode_jpeg,
-                                  utf8_strings)
+from pipeline.pack_format import (CIHP_MAX, FORMAT_VERSION, PART_MAX, checksummed, content_hash, decode_jpeg,
+                                  encode_jpeg, image_crc32, utf8_strings)
 
 log = logging.getLogger("pipeline.pack")
 STAGE_DEFAULTS = schema_defaults("pack")  # the config schema: the one place the pack's defaults live
@@ -52,13 +52,14 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
     from tqdm import tqdm
 
     from pipeline.crop import warp
-    from pipeline.datasets import load_annotations
+    from pipeline.datasets import AnnotationError, load_annotations
     from pipeline.io import atomic_output
     from pipeline.io import load_image
     from pipeline.shards import load_shards
 
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
     n = len(ann)
+    ann.require_some_image(range(n))
     R, C = settings.label_resolution, settings.image_resolution
     inputs = {"annotations": {"path": str(annotations_file), "sha256": sha256_file(annotations_file)}}
     for key, path in (("body_model", body_file), ("parser_weights", parser_weights), ("prior", prior_file)):
@@ -86,15 +87,18 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
                 if value.dtype.kind in "US":
                     grp.create_dataset(key, data=utf8_strings(value), dtype=h5py.string_dtype())
                 else:
-                    grp.create_dataset(key, data=value)
+                    grp.create_dataset(key, data=value, **checksummed(value.shape))
             if settings.image_format == "jpeg":
+                # HDF5 filters (Fletcher-32 included) refuse variable-length data: a CRC-32 per row instead
                 images = f.create_dataset("images", (n,), dtype=h5py.vlen_dtype(np.uint8))
             elif settings.image_format == "raw":
-                images = f.create_dataset("images", (n, C, C, 3), dtype=np.uint8, chunks=(1, C, C, 3))
+                images = f.create_dataset("images", (n, C, C, 3), dtype=np.uint8, chunks=(1, C, C, 3), fletcher32=True)
             else:
                 raise ValueError(f"unknown image_format {settings.image_format!r} (jpeg or raw)")
             image_ok = np.zeros(n, bool)
             image_error = []
+            # Fletcher-32 cannot tell a 16-bit word 0x0000 from 0xFFFF (zeroed white pixels pass): a CRC-32 per crop too
+            crc = np.zeros(n, np.uint32)
             for i in tqdm(range(n), desc=f"pack {dataset}", disable=not progress, mininterval=5):
                 ann.check_row(i)
                 path = ann.image_path(i)
@@ -105,37 +109,42 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
                 if photo is None:
                     continue
                 crop = warp(photo, image_crop_matrix(ann["center"][i], ann["scale"][i], settings), (C, C), nearest=False)
-                images[i] = encode_jpeg(crop, settings.jpeg_quality) if settings.image_format == "jpeg" else crop
+                images[i] = stored = encode_jpeg(crop, settings.jpeg_quality) if settings.image_format == "jpeg" else crop
+                crc[i] = image_crc32(stored)
                 image_ok[i] = True
+            if not image_ok.any():
+                raise AnnotationError(f"dataset {dataset} ({annotations_file}): none of the {n} images under {images_root} "
+                                      f"could be read (e.g. {image_error[0]}): check datasets.{dataset}.images in the config")
             counts["images_missing"] = int((~image_ok).sum())
             inputs["images"] = {"path": str(images_root), "sha256": image_hash.hexdigest(), "count": n}
-            f.create_dataset("image_ok", data=image_ok)
+            f.create_dataset("image_crc32", data=crc, **checksummed(crc.shape))
+            f.create_dataset("image_ok", data=image_ok, **checksummed(image_ok.shape))
             f.create_dataset("image_error", data=utf8_strings(image_error), dtype=h5py.string_dtype())
-            label_opts = dict(chunks=(1, R, R), compression="gzip", compression_opts=settings.label_compression)
+            label_opts = dict(chunks=(1, R, R), compression="gzip", compression_opts=settings.label_compression, fletcher32=True)
             flags = f.create_group("flags")
-            flags.create_dataset("has_smpl", data=ann.has_smpl)
-            flags.create_dataset("has_image", data=image_ok)
+            flags.create_dataset("has_smpl", data=ann.has_smpl, **checksummed((n,)))
+            flags.create_dataset("has_image", data=image_ok, **checksummed((n,)))
             if parts is not None:
                 g = f.create_group("parts")
                 g.create_dataset("labels", data=parts["parts"], **label_opts)
                 for key in ("absent", "skipped", "cam_t"):
-                    g.create_dataset(key, data=parts[key])
+                    g.create_dataset(key, data=parts[key], **checksummed(parts[key].shape))
                 has_parts = ~(parts["absent"] | parts["skipped"]) & image_ok
-                flags.create_dataset("has_parts", data=has_parts)
+                flags.create_dataset("has_parts", data=has_parts, **checksummed((n,)))
                 counts["with_parts"] = int(has_parts.sum())
             if parsing is not None:
                 g = f.create_group("parsing")
                 g.create_dataset("labels", data=parsing["labels"], **label_opts)
                 for key in ("box", "min_clothing_valid", "no_keypoints", "skipped"):
-                    g.create_dataset(key, data=parsing[key])
+                    g.create_dataset(key, data=parsing[key], **checksummed(parsing[key].shape))
                 has_parser = ~(parsing["skipped"] | parsing["no_keypoints"]) & image_ok
-                flags.create_dataset("has_parser", data=has_parser)
+                flags.create_dataset("has_parser", data=has_parser, **checksummed((n,)))
                 counts["with_parser"] = int(has_parser.sum())
             if prior_file is not None:
                 with np.load(prior_file, allow_pickle=False) as z:
                     g = f.create_group("prior")
-                    g.create_dataset("vertex_prior", data=z["vertex_prior"])
-                    g.create_dataset("face_prior", data=z["face_prior"])
+                    for key in ("vertex_prior", "face_prior"):
+                        g.create_dataset(key, data=z[key], **checksummed(z[key].shape))
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["dataset"] = dataset
             f.attrs["rows"] = n
@@ -213,15 +222,37 @@ def _verify_open(f, check_inputs: bool, faults: list[str], notes: list[str]):
     if f["images"].shape[0] != n:
         faults.append(f"images has {f['images'].shape[0]} rows, expected {n}")
     # value ranges, a block of rows at a time
+    unreadable = set()
     for key, top in (("parts/labels", PART_MAX), ("parsing/labels", CIHP_MAX)):
         if key in f:
             bad = 0
             for start in range(0, n, 256):
-                block = f[key][start:start + 256]
+                try:
+                    block = f[key][start:start + 256]
+                except OSError as e:  # a chunk failing its Fletcher-32 checksum (or its decompression)
+                    faults.append(f"{key}: rows {start}-{min(start + 256, n) - 1} unreadable, damaged ({e}): repack")
+                    unreadable.add(key)
+                    continue
                 bad += int(((block > top) & (block != IGNORE)).sum()) if key == "parsing/labels" else int((block > top).sum())
             if bad:
                 faults.append(f"{key}: {bad} pixels outside the label range")
     ok = f["image_ok"][()]
+    if n and not ok.any():
+        reason = f["image_error"][0]
+        faults.append(f"no usable image: none of the {n} rows has a photo (e.g. {reason.decode() if isinstance(reason, bytes) else reason}); "
+                      f"check datasets.{f.attrs['dataset']}.images in the config and repack")
+    if "image_crc32" not in f:
+        faults.append("missing dataset image_crc32")
+    else:
+        crc, bad = f["image_crc32"][()], []
+        for i in np.flatnonzero(ok):
+            try:
+                if image_crc32(f["images"][i]) != crc[i]:
+                    bad.append(int(i))
+            except OSError:  # a raw crop failing its Fletcher-32 checksum
+                bad.append(int(i))
+        if bad:
+            faults.append(f"images: {len(bad)} rows fail their checksum (damaged), e.g. rows {bad[:5]}: repack")
     if f.attrs["image_format"] == "jpeg":
         lengths = np.array([len(x) for x in f["images"]])
         if ((lengths > 0) != ok).any():
@@ -243,6 +274,8 @@ def _verify_open(f, check_inputs: bool, faults: list[str], notes: list[str]):
     found = {}
     f.visititems(lambda name, obj: found.__setitem__(name, obj) if isinstance(obj, h5py.Dataset) else None)
     for name in sorted(set(recorded) | set(found)):
+        if name in unreadable:
+            continue
         if name not in found:
             faults.append(f"dataset {name} recorded at pack time is missing")
         elif name not in recorded:

@@ -45,6 +45,7 @@ def write_shard(weights: str, variant: str, annotations_file: str, images_root: 
                 out: str, settings: ParsingSettings) -> dict:
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
     ann.require_rows(indices)
+    ann.require_some_image(indices)
     net = from_pretrained(weights, variant=variant)
     result = ParserRunner(net, settings).run(ann, indices)
     result["imgname"] = ann["imgname"][indices.start:indices.stop]

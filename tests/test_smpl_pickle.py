@@ -10,7 +10,7 @@ import scipy.sparse
 
 import pickle_writer as pw
 from pipeline.body.model import STANDARD_KEYS, BodyModelError, load_body_model
-from pipeline.body.smpl_pickle import UnsafePickleError, load_smpl_pickle, loads_smpl_pickle
+from pipeline.body.smpl_pickle import NotAnSmplPickleError, UnsafePickleError, load_smpl_pickle, loads_smpl_pickle
 
 
 def fake_smpl_arrays(num_vertices: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -136,3 +136,31 @@ def test_non_smpl_topology_needs_its_vertex_ids(tmp_path):
     src.write_bytes(smpl_style_pickle(fake_smpl_arrays(40)))
     with pytest.raises(BodyModelError, match="40-vertex model without extra_vertex_ids"):
         load_body_model(src)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "is empty"),
+    (b"\xef\xbb\xbf\n  <!DOCTYPE html><html><head><title>SMPL</title></head><body>Sign in</body></html>", "is an HTML page"),
+    (b"v_template 0.1 0.2 0.3\nf 1 2 3\n", "not an SMPL pickle"),
+])
+def test_a_file_that_is_no_pickle_is_named_with_the_fix(tmp_path, content, expected):
+    src = tmp_path / "SMPL_NEUTRAL.pkl"
+    src.write_bytes(content)
+    with pytest.raises(NotAnSmplPickleError) as caught:
+        load_smpl_pickle(src)
+    message = str(caught.value)
+    assert str(src) in message and expected in message
+    assert "https://smpl.is.tue.mpg.de" in message and "SMPL for Python" in message
+    if expected == "is an HTML page":
+        assert "download probably failed" in message
+    with pytest.raises(NotAnSmplPickleError, match="SMPL_NEUTRAL.pkl"):  # the body-model reader passes it on
+        load_body_model(src)
+
+
+def test_a_truncated_pickle_says_so(tmp_path):
+    data = smpl_style_pickle(fake_smpl_arrays(50))
+    src = tmp_path / "SMPL_NEUTRAL.pkl"
+    src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NotAnSmplPickleError, match=r"SMPL_NEUTRAL.pkl: the SMPL pickle is truncated .*SMPL for Python"):
+        load_smpl_pickle(src)
+    assert loads_smpl_pickle(data)["v_template"].shape == (50, 3)  # the whole file still loads

@@ -44,7 +44,7 @@ import torch
 from pipeline.camera import camera_z_rotation
 from pipeline.crop import crop_matrix, transform_points
 from pipeline.labelsets import IGNORE, MIN_CLOTHING_LABELS, cihp_flip_permutation
-from pipeline.pack_format import FORMAT_VERSION, decode_jpeg_image
+from pipeline.pack_format import FORMAT_VERSION, decode_jpeg_image, image_crc32
 from pipeline.skeleton import NUM_BETAS, NUM_GT_JOINTS, NUM_JOINTS49, NUM_OPENPOSE_JOINTS, SMPL_POSE_SIZE
 from trainers.augment import (
     MIN_CLOTHING_FLIP,
@@ -79,6 +79,11 @@ class PackedFileError(ValueError):
     pass
 
 
+def damaged_error(path: str, what: str, detail: str) -> PackedFileError:
+    return PackedFileError(f"{path}: {what} is damaged ({detail}); the packed file cannot be trusted: delete it and "
+                           "rerun `snakemake pack` (rule pack_split rebuilds it)")
+
+
 class _FileIndex:
     """What a Dataset keeps in memory about one packed file."""
 
@@ -95,7 +100,8 @@ class _FileIndex:
         with f:
             version = int(f.attrs.get("format_version", -1))
             if version != FORMAT_VERSION:
-                raise PackedFileError(f"{path}: packed format {version}, this code reads {FORMAT_VERSION}: repack it")
+                raise PackedFileError(f"{path}: packed format {version}, this code reads format {FORMAT_VERSION} only (format 2 "
+                                      "added checksums): delete the file and rerun `snakemake pack` to repack it")
             self.rows = int(f.attrs["rows"])
             self.image_format = str(f.attrs["image_format"])
             self.image_res = int(f.attrs["image_resolution"])
@@ -104,14 +110,26 @@ class _FileIndex:
             missing = [k for k in ("center", "scale") if k not in ann]
             if missing:
                 raise PackedFileError(f"{path}: annotations lack {missing}")
-            self.arrays = {k: ann[k][()] for k in _ROW_ARRAYS if k in ann}
-            self.image_ok = f["image_ok"][()]
-            self.has_parts = f["flags/has_parts"][()] if "flags/has_parts" in f else np.zeros(self.rows, bool)
-            self.has_parser = f["flags/has_parser"][()] if "flags/has_parser" in f else np.zeros(self.rows, bool)
-            self.parsing_box = f["parsing/box"][()] if "parsing/box" in f else None
-            self.min_clothing = f["parsing/min_clothing_valid"][()] if "parsing/min_clothing_valid" in f else None
+
+            def load(name: str, default=None):
+                if name not in f:
+                    return default
+                try:
+                    return f[name][()]
+                except OSError as e:  # Fletcher-32 mismatch: a damaged chunk
+                    raise damaged_error(self.path, f"dataset {name}", f"HDF5: {e}") from e
+
+            self.arrays = {k: load(f"annotations/{k}") for k in _ROW_ARRAYS if k in ann}
+            self.image_ok = load("image_ok")
+            self.has_parts = load("flags/has_parts", np.zeros(self.rows, bool))
+            self.has_parser = load("flags/has_parser", np.zeros(self.rows, bool))
+            self.parsing_box = load("parsing/box")
+            self.min_clothing = load("parsing/min_clothing_valid")
             self.has_parts_group = "parts/labels" in f
             self.has_parsing_group = "parsing/labels" in f
+            self.image_crc = load("image_crc32")
+            if self.image_crc is None:
+                raise PackedFileError(f"{path}: no image_crc32 dataset; delete the file and rerun `snakemake pack`")
         self.usable = np.flatnonzero(self.image_ok)  # rows whose photo could be read (reasons: /image_error)
 
 
@@ -181,15 +199,24 @@ class PackedDataset(torch.utils.data.Dataset):
         meta, f = self.files[k], self._h5(k)  # the file's datasets, opened once per process
         if not meta.image_ok[j]:
             raise PackedFileError(f"{meta.path}: row {j} has no image ({f['image_error'][j].decode()})")
-        data = f["images"][j]
+
+        def row(name: str):
+            try:
+                return f[name][j]
+            except OSError as e:  # Fletcher-32 mismatch: a damaged chunk
+                raise damaged_error(meta.path, f"row {j} of dataset {name}", f"HDF5: {e}") from e
+
+        data = row("images")
+        if image_crc32(data) != meta.image_crc[j]:
+            raise damaged_error(meta.path, f"row {j} of dataset images", "its bytes fail their CRC-32 in image_crc32")
         image = decode_jpeg_image(data) if meta.image_format == "jpeg" else Image.fromarray(np.asarray(data))
-        parts = f["parts/labels"][j] if meta.has_parts_group and meta.has_parts[j] else None
+        parts = row("parts/labels") if meta.has_parts_group and meta.has_parts[j] else None
         parser = None
         if meta.has_parsing_group and meta.has_parser[j]:
             from pipeline.labelsets import clean_labels
 
             box = meta.parsing_box[j]
-            parser = clean_labels(f["parsing/labels"][j], None if np.isnan(box).any() else box)
+            parser = clean_labels(row("parsing/labels"), None if np.isnan(box).any() else box)
         return {"image": image, "parts": parts, "parser": parser}
 
     def sample(self, k: int, j: int, seed: int, step: int, settings: AugmentSettings) -> dict:

@@ -19,7 +19,7 @@ import scipy.sparse
 import torch
 from torch import nn
 
-from pipeline.body.smpl_pickle import load_smpl_pickle
+from pipeline.body.smpl_pickle import SMPL_REGISTER_URL, load_smpl_pickle
 from pipeline.io import save_npz
 from pipeline.skeleton import (
     EXTRA_JOINT_NAMES,
@@ -31,7 +31,6 @@ from pipeline.skeleton import (
     SMPL_PART_NAMES,
 )
 
-SMPL_REGISTER_URL = "https://smpl.is.tue.mpg.de"
 SMPL_NUM_VERTICES = 6890
 STANDARD_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 FORMAT_VERSION = 1

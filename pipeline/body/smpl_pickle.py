@@ -9,6 +9,9 @@ installs on current Python) and would execute any callable a pickle names.
 array and dtype reconstructors, the sparse matrix classes and chumpy's `Ch`, each mapped to a safe
 stand-in (chumpy and scipy classes are never imported or instantiated from the pickle). Anything else,
 `os.system` or `builtins.eval` included, raises `UnsafePickleError` before it is called.
+
+A file that is no SMPL pickle at all (empty, the web page a browser saved instead of the download, a
+text file) or one cut short raises `NotAnSmplPickleError`, naming the file and where to get it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,16 @@ import numpy as np
 import scipy.sparse
 
 
+SMPL_REGISTER_URL = "https://smpl.is.tue.mpg.de"
+_GET_IT_AGAIN = f"register at {SMPL_REGISTER_URL} and download \"SMPL for Python\" again"
+
+
 class UnsafePickleError(pickle.UnpicklingError):
     """The pickle names a callable outside the allow-list; nothing it names was run."""
+
+
+class NotAnSmplPickleError(pickle.UnpicklingError):
+    """The file is empty, a web page, text, truncated or otherwise not a readable pickle."""
 
 
 class _ChumpyArray:
@@ -142,7 +153,25 @@ def _to_plain(value: Any) -> Any:
 
 def loads_smpl_pickle(data: bytes, source: str = "<bytes>") -> dict[str, Any]:
     """Unpickle an SMPL model dictionary from bytes; chumpy arrays become numpy arrays."""
-    obj = _RestrictedUnpickler(io.BytesIO(data), source).load()
+    if not data:
+        raise NotAnSmplPickleError(f"{source}: the file is empty (0 bytes), not an SMPL pickle: the download or copy "
+                                   f"failed; {_GET_IT_AGAIN}")
+    if data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        raise NotAnSmplPickleError(f"{source}: the file is an HTML page, not an SMPL pickle: the download probably failed "
+                                   f"(the browser saved the site's page instead of the model); {_GET_IT_AGAIN}")
+    try:
+        obj = _RestrictedUnpickler(io.BytesIO(data), source).load()
+    except UnsafePickleError:
+        raise
+    except EOFError:
+        raise NotAnSmplPickleError(f"{source}: the SMPL pickle is truncated ({len(data)} bytes, ending before the pickle "
+                                   f"does: an interrupted download or copy); {_GET_IT_AGAIN}") from None
+    except Exception as e:  # the pickle machinery raises many types on bytes that are not a pickle
+        if "truncated" in str(e):
+            raise NotAnSmplPickleError(f"{source}: the SMPL pickle is truncated ({len(data)} bytes, ending before the "
+                                       f"pickle does: an interrupted download or copy); {_GET_IT_AGAIN}") from None
+        raise NotAnSmplPickleError(f"{source}: not an SMPL pickle (it starts with {data[:20]!r}; the pickle reader says: "
+                                   f"{type(e).__name__}: {e}); {_GET_IT_AGAIN}") from None
     if not isinstance(obj, dict):
         raise pickle.UnpicklingError(f"{source}: expected a dictionary of model arrays, got {type(obj).__name__}")
     return {str(k): _to_plain(v) for k, v in obj.items()}

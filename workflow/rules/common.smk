@@ -87,13 +87,31 @@ def _demo_datasets():
     }
 
 
+def shown_path(path):
+    """A configured path for an error message: relative ones also resolved (they are read from the working
+    directory, which --directory sets)."""
+    return str(path) if Path(path).is_absolute() else f"{path} ({Path(path).resolve()})"
+
+
 def _real_datasets():
+    """The configured datasets with their row counts, read (and checked) while the workflow is read, for
+    every target."""
     datasets = {}
     for name, spec in config["datasets"].items():
         try:
-            rows = npz_rows(spec["annotations"])  # read while the DAG is built: rows decide the shard count
+            rows = npz_rows(spec["annotations"])  # rows decide the shard count
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
             raise ValueError(f"datasets.{name}.annotations: cannot read {spec['annotations']} ({e})") from e
+        if rows == 0:
+            raise ValueError(
+                f"datasets.{name}.annotations: {shown_path(spec['annotations'])} has 0 rows (imgname is empty): "
+                f"point it at a file with samples, or remove datasets.{name} from the config"
+            )
+        if not Path(spec["images"]).is_dir():
+            raise ValueError(
+                f"datasets.{name}.images: {shown_path(spec['images'])} is not a folder: set it to the folder "
+                f"that the imgname entries of {spec['annotations']} are relative to"
+            )
         datasets[name] = {**spec, "rows": rows}
     return datasets
 

@@ -12,6 +12,7 @@ rule pack_split:
         "results/packed/{dataset}.h5",
     params:
         options=pack_options,
+        format_version=PACK_FORMAT_VERSION,
     log:
         "logs/pack_split/{dataset}.log",
     benchmark:

@@ -3,6 +3,8 @@
 # Apart from the rules because Snakemake's linter flags a file that mixes rules and functions.
 
 
+from pipeline.pack_format import FORMAT_VERSION as PACK_FORMAT_VERSION  # pack_split takes it as a param, so a new layout repacks old files
+
 PACK = config["pack"]
 
 
