@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.io import failed_download
+
 # Where the weights sit inside the usual containers, tried in this order after a plain state dict:
 # PyTorch Lightning (PARE's pare_checkpoint.ckpt) and many research repositories: "state_dict";
 # trainers that save {"model_state_dict", "optimizer_state_dict", ...}; SPIN's model_checkpoint.pt
@@ -39,14 +41,10 @@ def read_state_dict(path: str | Path, *, what: str = "checkpoint", source_hint: 
     with open(path, "rb") as f:
         head = f.read(64)
     again = f"download it again. {source_hint}".rstrip()
-    if not head:
-        raise ValueError(f"{path}: the {what} file is empty, not a PyTorch checkpoint: the download probably failed; {again}")
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        raise ValueError(f"{path}: the {what} file is an HTML page, not a PyTorch checkpoint: the download probably "
-                         f"failed (the file host sent its web page instead of the file); {again}")
-    if head.startswith(b"version https://git-lfs"):
-        raise ValueError(f"{path}: the {what} file is a Git LFS pointer, not a PyTorch checkpoint: fetch the real "
-                         f"file (git lfs pull) or {again}")
+    problem = failed_download(head)
+    if problem is not None:
+        raise ValueError(f"{path}: the {what} file {problem}, not a PyTorch checkpoint: the download probably failed; "
+                         f"{again}")
     # torch.save writes a zip archive ("PK") or, before PyTorch 1.6, a pickle (protocol 2+: 0x80)
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
         raise ValueError(f"{path}: the {what} file is not a PyTorch checkpoint (it starts with {head[:16]!r}; "

@@ -72,3 +72,16 @@ def load_image(path) -> tuple[np.ndarray | None, str, bytes | None]:
             return np.asarray(im.convert("RGB")), "", data
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         return None, f"corrupt image {path}: {e}", data
+
+
+def failed_download(head: bytes) -> str | None:
+    """What the first bytes of a file that should be a binary download say went wrong (the file is
+    empty, an HTML page a host or browser saved instead, or a Git LFS pointer), or None."""
+    if not head:
+        return "is empty (0 bytes)"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"<"):
+        return "is an HTML page (the host or browser saved its web page instead of the file)"
+    if text.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer (fetch the real file with git lfs pull)"
+    return None

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
+from pipeline.io import failed_download
+
 
 SMPL_REGISTER_URL = "https://smpl.is.tue.mpg.de"
 _GET_IT_AGAIN = f"register at {SMPL_REGISTER_URL} and download \"SMPL for Python\" again"
@@ -153,12 +155,10 @@ def _to_plain(value: Any) -> Any:
 
 def loads_smpl_pickle(data: bytes, source: str = "<bytes>") -> dict[str, Any]:
     """Unpickle an SMPL model dictionary from bytes; chumpy arrays become numpy arrays."""
-    if not data:
-        raise NotAnSmplPickleError(f"{source}: the file is empty (0 bytes), not an SMPL pickle: the download or copy "
-                                   f"failed; {_GET_IT_AGAIN}")
-    if data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        raise NotAnSmplPickleError(f"{source}: the file is an HTML page, not an SMPL pickle: the download probably failed "
-                                   f"(the browser saved the site's page instead of the model); {_GET_IT_AGAIN}")
+    problem = failed_download(data[:4096])
+    if problem is not None:
+        raise NotAnSmplPickleError(f"{source}: the file {problem}, not an SMPL pickle: the download probably failed; "
+                                   f"{_GET_IT_AGAIN}")
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data), source).load()
     except UnsafePickleError:
