@@ -38,7 +38,7 @@ RIG_DEFAULTS = schema_defaults("prior", "rig")  # the config schema's prior.rig 
 
 def crop_focal_length(resolution: int, focal_at_224: float = SPIN_FOCAL_AT_224) -> float:
     """The regressors' focal length (pixels) at a crop of `resolution` pixels."""
-    return focal_at_224 * resolution / 224.0
+    return focal_at_224 * resolution / float(SPIN_CROP_RESOLUTION)
 
 
 def intrinsics(focal_length: float, resolution: int) -> np.ndarray:
@@ -151,9 +151,7 @@ def camera_rig(center: np.ndarray, extent: float, rng: np.random.Generator, rig:
     """K views around `center` at the rig's distance and elevation; the focal length makes a scan of
     `extent` metres (its larger side) span `rig.fill` of the image. Each view: K, R, t (x_cam = R x_world
     + t, OpenCV), width, height, as lists (the cameras/<scan>.json format)."""
-    f = rig.resolution * rig.fill * rig.distance / extent
-    c = (rig.resolution - 1) / 2.0
-    K = np.array([[f, 0, c], [0, f, c], [0, 0, 1.0]])
+    K = intrinsics(rig.resolution * rig.fill * rig.distance / extent, rig.resolution)
     offset = rng.uniform(0, 2 * np.pi)
     elevation = np.deg2rad(rig.elevation_deg)
     views = []

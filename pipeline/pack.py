@@ -53,8 +53,7 @@ def pack_split(dataset: str, annotations_file: str, images_root: str, out: str, 
 
     from pipeline.crop import warp
     from pipeline.datasets import AnnotationError, load_annotations
-    from pipeline.io import atomic_output
-    from pipeline.io import load_image
+    from pipeline.io import atomic_output, load_image
     from pipeline.shards import load_shards
 
     ann = load_annotations(annotations_file, image_root=images_root, name=dataset)
@@ -241,25 +240,30 @@ def _verify_open(f, check_inputs: bool, faults: list[str], notes: list[str]):
         reason = f["image_error"][0]
         faults.append(f"no usable image: none of the {n} rows has a photo (e.g. {reason.decode() if isinstance(reason, bytes) else reason}); "
                       f"check datasets.{f.attrs['dataset']}.images in the config and repack")
-    if "image_crc32" not in f:
+    crc = f["image_crc32"][()] if "image_crc32" in f else None
+    if crc is None:
         faults.append("missing dataset image_crc32")
-    else:
-        crc, bad = f["image_crc32"][()], []
-        for i in np.flatnonzero(ok):
-            try:
-                if image_crc32(f["images"][i]) != crc[i]:
-                    bad.append(int(i))
-            except OSError:  # a raw crop failing its Fletcher-32 checksum
-                bad.append(int(i))
-        if bad:
-            faults.append(f"images: {len(bad)} rows fail their checksum (damaged), e.g. rows {bad[:5]}: repack")
-    if f.attrs["image_format"] == "jpeg":
-        lengths = np.array([len(x) for x in f["images"]])
-        if ((lengths > 0) != ok).any():
+    jpeg = f.attrs["image_format"] == "jpeg"
+    images, has_bytes, damaged = f["images"], np.zeros(n, bool), []
+    for i in range(n):  # one pass over the image rows: their JPEG lengths and their checksums
+        if not (ok[i] or jpeg):
+            continue
+        try:
+            data = images[i]
+        except OSError:  # a raw crop failing its Fletcher-32 checksum
+            damaged.append(i)
+            continue
+        has_bytes[i] = len(data) > 0
+        if ok[i] and crc is not None and image_crc32(data) != crc[i]:
+            damaged.append(i)
+    if damaged:
+        faults.append(f"images: {len(damaged)} rows fail their checksum (damaged), e.g. rows {damaged[:5]}: repack")
+    if jpeg:
+        if (has_bytes != ok).any():
             faults.append("images: rows flagged readable without JPEG bytes, or the reverse")
         for i in np.flatnonzero(ok)[:: max(1, int(ok.sum()) // 16)]:
             try:
-                image = decode_jpeg(f["images"][i])
+                image = decode_jpeg(images[i])
             except Exception as e:  # PIL raises several types for broken data
                 faults.append(f"images[{i}]: JPEG does not decode ({e})")
                 continue

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from models.graphonomy import from_pretrained
 from pipeline import cli
 from pipeline.body.model import BodyModel, load_body_model
-from pipeline.camera import RigSettings, crop_intrinsics, opencv_look_at
+from pipeline.camera import RigSettings, crop_intrinsics, intrinsics, opencv_look_at
 from pipeline.config import resolve_device, schema_defaults
 from pipeline.datasets import keypoints_center_scale
 from pipeline.figures import save_grid
@@ -357,7 +357,7 @@ def prior_figure(prior_file: str, body_file: str, out: str, size: int = 320) -> 
     center, extent = 0.5 * (lo + hi), float((hi - lo).max())
     scan = ScanMesh(verts, faces, vertex_normals(verts, faces), colours)
     f = size * 0.85 * 3.0 / extent
-    K = np.array([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1.0]])
+    K = intrinsics(f, size)
     tiles = []
     for name, direction in (("front", 1.0), ("back", -1.0)):
         R, t = opencv_look_at(center + np.array([0.0, 0.0, 3.0 * direction]), center)

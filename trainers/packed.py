@@ -195,7 +195,6 @@ class PackedDataset(torch.utils.data.Dataset):
         """The stored crops of file k, row j: image (C x C PIL RGB), part and parser label maps (R, R)."""
         from PIL import Image
 
-
         meta, f = self.files[k], self._h5(k)  # the file's datasets, opened once per process
         if not meta.image_ok[j]:
             raise PackedFileError(f"{meta.path}: row {j} has no image ({f['image_error'][j].decode()})")
