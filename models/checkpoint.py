@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -26,6 +27,41 @@ from pipeline.io import failed_download
 # trainers that save {"model_state_dict", "optimizer_state_dict", ...}; SPIN's model_checkpoint.pt
 # ({"model", "optimizer", "epoch", ...}); "net" in some older repositories.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+
+# Classes that published checkpoints pickle beside their tensors, as training metadata: the config of
+# PARE's and DSR's Lightning modules (yacs CfgNode sections, in DSR's inside Lightning's AttributeDict) and
+# Lightning callback classes used as dictionary keys. They are admitted by name only and rebuilt as inert
+# stand-ins: mappings become plain OrderedDicts (their attributes land in the dict's __dict__), classes
+# become a marker. No code of the named class runs, and no other class is admitted.
+ADMITTED_MAPPINGS = (
+    "yacs.config.CfgNode",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+)
+ADMITTED_MARKERS = (
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+    "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+    "pytorch_lightning.callbacks.progress.ProgressBar",
+)
+
+
+class _PickledMapping:
+    """Stand-in for an admitted mapping class: unpickling "creates" one and gets an empty OrderedDict,
+    which the pickle's own items and attributes then fill, as data."""
+
+    def __new__(cls, *args, **kwargs):
+        return OrderedDict()
+
+
+class PickledClass:
+    """Stand-in for an admitted class that a checkpoint names without instantiating (a dict key)."""
+
+
+def _admitted_globals() -> list:
+    made = [(type(name.rsplit(".", 1)[1], (_PickledMapping,), {"__new__": _PickledMapping.__new__}), name)
+            for name in ADMITTED_MAPPINGS]
+    return made + [(type(name.rsplit(".", 1)[1], (PickledClass,), {}), name) for name in ADMITTED_MARKERS]
+
 
 # Globals from these modules run programs or code when unpickled: a file naming them is hostile, not old.
 _HOSTILE_MODULES = {"os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", "runpy", "importlib", "socket"}
@@ -50,7 +86,8 @@ def read_state_dict(path: str | Path, *, what: str = "checkpoint", source_hint: 
         raise ValueError(f"{path}: the {what} file is not a PyTorch checkpoint (it starts with {head[:16]!r}; "
                          f"torch.save writes a zip archive or a pickle); {again}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_admitted_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         names = re.findall(r"GLOBAL ([\w.]+)", str(e))
         if not names:  # a pickle the weights-only reader cannot parse at all
@@ -113,6 +150,37 @@ def submodule(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch
     """The entries under `prefix` with the prefix removed; the rest dropped. For a Lightning checkpoint
     that also stores other modules (losses, SMPL buffers) next to the network: submodule(state, "model.")."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _matches(key: str, names: tuple[str, ...]) -> bool:
+    """`names` holds exact keys and prefixes (those ending in ".")."""
+    return any(key.startswith(n) if n.endswith(".") else key == n for n in names)
+
+
+def network_state(state: Mapping[str, torch.Tensor], *, trainer_extras: tuple[str, ...] = (),
+                  network_extras: tuple[str, ...] = (), source: str | Path = "checkpoint"
+                  ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(the network's entries, the keys set aside, as named in the file) of a state dict that may be a whole training module's.
+
+    A Lightning checkpoint stores its LightningModule: the network under "model." beside the module's
+    other buffers (a copy of the SMPL body model, a renderer's camera, a loss's class weights). Those
+    are `trainer_extras` (exact keys, or prefixes ending in "."); entries inside the network that are
+    not weights either (its own copy of the body model, an unused constant) are `network_extras`.
+    Every other key is kept, and anything outside "model." that is not a known extra is an error
+    naming it, so nothing unknown is dropped silently.
+    """
+    state = strip_prefix(state)
+    aside, inside = [], ""
+    if any(k.startswith("model.") for k in state) and not all(k.startswith("model.") for k in state):
+        outside = [k for k in state if not k.startswith("model.")]
+        unknown = [k for k in outside if not _matches(k, trainer_extras)]
+        if unknown:
+            raise ValueError(f"{source}: besides the network (model.*) the state dict holds {len(unknown)} entries "
+                             f"this project does not know: {_capped(unknown)}")
+        aside += outside
+        state, inside = submodule(state, "model."), "model."
+    aside += [inside + k for k in state if _matches(k, network_extras)]
+    return {k: v for k, v in state.items() if not _matches(k, network_extras)}, aside
 
 
 # family name -> detects(state): the variant the state dict holds, or None when it is not that family's

@@ -102,6 +102,18 @@ def translation_to_weak_perspective(translation: torch.Tensor, focal_length: flo
     return torch.stack([2 * focal_length / (resolution * tz + 1e-9), tx, ty], dim=-1)
 
 
+def crop_weak_perspective(K: np.ndarray, transl: np.ndarray, center, scale: float) -> np.ndarray:
+    """The weak-perspective camera (s, tx, ty) under which a body at camera-frame translation `transl`
+    (metres; the body's points are x + transl), seen by a camera of intrinsics K, appears in the crop of
+    box `center` (pixels) and `scale` (box side / 200): s = f / (100 scale tz), and (tx, ty) moves the
+    box centre onto the principal ray, (tx, ty) = transl_xy + (principal point - center) tz / f.
+    First order in the body's depth extent; the regressors' mean camera is built from it."""
+    f = 0.5 * (float(K[0, 0]) + float(K[1, 1]))
+    tz = float(transl[2])
+    offset = (np.asarray([K[0, 2], K[1, 2]], dtype=np.float64) - np.asarray(center, dtype=np.float64)) * tz / f
+    return np.array([f / (100.0 * scale * tz), transl[0] + offset[0], transl[1] + offset[1]])
+
+
 # ---------------------------------------------------------------------------------------------------
 # Camera poses and rigs
 # ---------------------------------------------------------------------------------------------------

@@ -278,9 +278,20 @@ class BodyModel(nn.Module):
         return np.asarray(self.data.f, dtype=np.int64)
 
     def forward(self, betas: torch.Tensor | None = None, body_pose: torch.Tensor | None = None,
-                global_orient: torch.Tensor | None = None, transl: torch.Tensor | None = None) -> BodyOutput:
+                global_orient: torch.Tensor | None = None, transl: torch.Tensor | None = None,
+                rotmat: torch.Tensor | None = None) -> BodyOutput:
         """betas (B, num_betas), body_pose (B, 69) and global_orient (B, 3) axis-angle, transl (B, 3) metres.
-        Any argument left out is zero; B is the largest batch given."""
+        Any argument left out is zero; B is the largest batch given. Or, instead of body_pose and
+        global_orient, `rotmat` (B, 24, 3, 3): the rotation matrices of all joints, root first (the
+        regressors' output); full_pose is then these matrices, (B, 24, 3, 3)."""
+        if rotmat is not None:
+            if body_pose is not None or global_orient is not None:
+                raise ValueError("give either rotmat or body_pose/global_orient, not both")
+            if betas is None:
+                betas = rotmat.new_zeros(rotmat.shape[0], self.num_betas)
+            out = self.smpl(betas=betas, body_pose=rotmat[:, 1:], global_orient=rotmat[:, :1], transl=transl,
+                            pose2rot=False, return_full_pose=True)
+            return self._output(out)
         given = [t for t in (betas, body_pose, global_orient, transl) if t is not None]
         batch = max((t.shape[0] for t in given), default=1)
         ref = self.smpl.shapedirs
@@ -294,6 +305,9 @@ class BodyModel(nn.Module):
         transl = zeros(3) if transl is None else transl
         out = self.smpl(betas=betas, body_pose=body_pose, global_orient=global_orient, transl=transl,
                         return_full_pose=True)
+        return self._output(out)
+
+    def _output(self, out) -> BodyOutput:
         def regress(reg):
             return None if reg is None else torch.einsum("jv,bvc->bjc", reg, out.vertices)
 
