@@ -103,7 +103,7 @@ class MeanParams:
 
     def __post_init__(self):
         for name, size in (("pose", 6 * NUM_SMPL_JOINTS), ("shape", NUM_BETAS), ("cam", 3)):
-            value = np.asarray(getattr(self, name), dtype=np.float32).reshape(-1)
+            value = np.array(getattr(self, name), dtype=np.float32).reshape(-1)  # a copy, not the caller's array
             if value.size != size or not np.isfinite(value).all():
                 raise ValueError(f"mean parameters: {name} must be {size} finite numbers, got {value.size}"
                                  f"{'' if np.isfinite(value).all() else ' with non-finite values'}")
@@ -140,6 +140,30 @@ class MeanParams:
         mean_pose = rotmat_to_rot6d(mean_rotation(R, dim=0)).reshape(-1)  # (144,)
         return cls(mean_pose.numpy(), shape.mean(0), cam.mean(0))
 
+    @classmethod
+    def from_datasets(cls, paths: list[str | Path]) -> "MeanParams":
+        """The mean parameters of annotation files (pipeline.datasets format) whose rows carry the camera
+        (cam_intrinsics, transl: the demo world writes them): every row with SMPL parameters counts.
+        Real datasets lack the camera; use SPIN's smpl_mean_params.npz for them."""
+        from pipeline.camera import crop_weak_perspective
+        from pipeline.datasets import load_annotations
+
+        pose, shape, cam = [], [], []
+        for path in paths:
+            ann = load_annotations(path)
+            missing = [k for k in ("cam_intrinsics", "transl") if k not in ann]
+            if missing:
+                raise ValueError(f"{path}: mean parameters need each row's camera ({missing} missing); for real "
+                                 f"datasets use {MEAN_PARAMS_SOURCE}")
+            rows = np.flatnonzero(ann.has_smpl)
+            pose.append(ann["pose"][rows])
+            shape.append(ann["shape"][rows])
+            cam += [crop_weak_perspective(ann["cam_intrinsics"][i], ann["transl"][i], ann["center"][i], ann["scale"][i])
+                    for i in rows]
+        if not cam:
+            raise ValueError(f"no row with SMPL parameters in {[str(p) for p in paths]}: nothing to average")
+        return cls.from_annotations(np.concatenate(pose), np.concatenate(shape), np.stack(cam))
+
     def save(self, path: str | Path) -> None:
         from pipeline.io import save_npz
         save_npz(path, {"pose": self.pose, "shape": self.shape, "cam": self.cam})
@@ -153,5 +177,5 @@ class MeanParams:
 
     def buffers(self) -> dict[str, torch.Tensor]:
         """The regressors' init_pose (1, 144), init_shape (1, 10) and init_cam (1, 3) buffers."""
-        return {"init_pose": torch.as_tensor(self.pose)[None], "init_shape": torch.as_tensor(self.shape)[None],
-                "init_cam": torch.as_tensor(self.cam)[None]}
+        return {"init_pose": torch.tensor(self.pose)[None], "init_shape": torch.tensor(self.shape)[None],
+                "init_cam": torch.tensor(self.cam)[None]}  # copies: each model owns its buffers
