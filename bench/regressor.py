@@ -2,15 +2,15 @@
 SPIN/DSR), full size, 224 x 224 crops, same images, same run.
 
 - ours: models.inference.RegressorRunner in its default mode for the device (CPU: traced, frozen and
-  optimised TorchScript; CUDA: channels-last with cudnn.benchmark), batched (--batches, default 1 and
-  64), under inference mode; the one-time tracing per input shape is reported apart (`compile_s`);
+  optimised TorchScript; CUDA: channels-last with cudnn.benchmark), batched (--batches, default 1, 8
+  and 64), under inference mode; the one-time tracing per input shape is reported apart (`compile_s`);
 - baseline: the same model run eagerly, one image at a time, under no_grad (what the official demo
   scripts do per detected person).
 Both read the same images; `max_rotmat_diff` is the largest difference of their rotation matrices.
 On CUDA, `ms_per_image` at batch 1 is the figure to hold against PARE's published 14.8 ms/image
 (RTX 2080Ti).
 
-    python bench/regressor.py [--models pare hmr] [--images 64] [--batches 1 64] [--device cpu|cuda]
+    python bench/regressor.py [--models pare hmr] [--images 64] [--batches 1 8 64] [--device cpu|cuda]
                               [--modes script channels_last eager]
 
 Weights are seeded random (speed does not depend on them). Last line: one JSON object with the figures.
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--modes", nargs="+", default=["auto"], help="RegressorRunner modes to measure")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()

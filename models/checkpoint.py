@@ -196,6 +196,7 @@ def register_family(name: str, detects: Callable[[Mapping[str, torch.Tensor]], s
 def detect_family(state: Mapping[str, torch.Tensor]) -> tuple[str, str]:
     """(family, variant) of a (prefix-stripped) state dict, e.g. ("graphonomy", "universal"), so that a
     file given for the wrong model is named for what it is instead of failing on a thousand keys."""
+    import models.graphonomy, models.hmr, models.pare  # noqa: F401,E401  each registers its family on import
     found = [(name, variant) for name, detects in _FAMILIES.items() if (variant := detects(state)) is not None]
     if len(found) == 1:
         return found[0]

@@ -157,17 +157,20 @@ def test_pare_unknown_trainer_entry_and_missing_weight_are_named(tmp_path):
 # SPIN and DSR
 
 
-def test_spin_model_checkpoint_loads_strictly(tmp_path):
-    """SPIN's model_checkpoint.pt: {"model": flat HMR names, "optimizer": ..., counters}."""
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_spin_model_checkpoint_loads_strictly(tmp_path, prefix):
+    """SPIN's model_checkpoint.pt: {"model": flat HMR names, "optimizer": ..., counters}; also as saved
+    from a DataParallel-wrapped model ("module.")."""
     state = tensors(fixture("spin_model_checkpoint_keys.txt"))
+    state = OrderedDict((prefix + k, v) for k, v in state.items())
     path = tmp_path / "model_checkpoint.pt"
     torch.save({"model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 5e-5, "params": [0]}]},
                 "epoch": 1, "batch_idx": 0, "batch_size": 64, "dataset_perm": torch.arange(5),
                 "total_step_count": 10000}, path)
     model = hmr.from_pretrained(path)
-    torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
-    torch.testing.assert_close(model.head.decpose.bias, state["decpose.bias"])
-    torch.testing.assert_close(model.head.init_pose, state["init_pose"])
+    torch.testing.assert_close(model.backbone.layer4[2].conv3.weight, state[prefix + "layer4.2.conv3.weight"])
+    torch.testing.assert_close(model.head.decpose.bias, state[prefix + "decpose.bias"])
+    torch.testing.assert_close(model.head.init_pose, state[prefix + "init_pose"])
     with torch.no_grad():
         out = model(torch.randn(2, 3, 224, 224))
     assert out.rotmat.shape == (2, 24, 3, 3)
@@ -276,3 +279,17 @@ def test_a_checkpoint_naming_a_class_outside_the_admitted_few_is_refused(tmp_pat
         del sys.modules[module.__name__]
     with pytest.raises(ValueError, match=r"refused.*trainer_states\.TrainerState"):
         checkpoint.read_state_dict(path)
+
+
+def test_each_published_layout_is_recognised_as_its_family():
+    """detect_family names every layout (it imports each family's module itself), so a file given to the
+    wrong reader is named for what it is."""
+    spin = fixture("spin_model_checkpoint_keys.txt")
+    dsr, _ = checkpoint.network_state({k: torch.zeros(0) for k in fixture("dsr_checkpoint_keys.txt")},
+                                      trainer_extras=hmr.TRAINER_EXTRAS, network_extras=hmr.NETWORK_EXTRAS)
+    released, _ = checkpoint.network_state({k: torch.zeros(0) for k in fixture("pare_checkpoint_keys.txt")},
+                                           trainer_extras=pare.TRAINER_EXTRAS, network_extras=pare.NETWORK_EXTRAS)
+    assert checkpoint.detect_family(spin) == ("hmr", "spin")
+    assert checkpoint.detect_family(dsr) == ("hmr", "ours")
+    assert checkpoint.detect_family(released) == ("pare", "hrnet_w32-conv")
+    assert checkpoint.detect_family(pare.PARE(backbone="resnet50", width_mult=0.25).state_dict()) == ("pare", "resnet50")
