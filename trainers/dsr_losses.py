@@ -64,6 +64,7 @@ class DSRLossSettings:
     flip_swaps_sides: bool = True
     min_pixels_at_224: int = MIN_PIXELS_AT_224
     max_pairs: int = 4_000_000  # soft rasteriser chunk size
+    compile: bool = False  # torch.compile the rasteriser's per-pair kernels (models.soft_render)
 
     def __post_init__(self):
         for name, allowed in (("mc_loss", MC_LOSSES), ("iou", IOU_MODES), ("c_loss", C_LOSSES),
@@ -197,7 +198,7 @@ def dsr_losses(vertices: torch.Tensor, cam_t: torch.Tensor, faces: torch.Tensor,
     if bool(bad.any()):  # non-finite geometry would render as empty, i.e. as a silent zero
         raise FloatingPointError(f"DSR losses: non-finite predicted vertices or camera for batch samples "
                                  f"{bad.nonzero()[:, 0].tolist()}")
-    raster = SoftRasterSettings(image_size=O, sigma=s.sigma, gamma=s.gamma, max_pairs=s.max_pairs)
+    raster = SoftRasterSettings(image_size=O, sigma=s.sigma, gamma=s.gamma, max_pairs=s.max_pairs, compile=s.compile)
     screen = project_vertices(vertices, cam_t, O)
     render, _ = soft_rasterize(screen, faces, textures, raster)  # (B, 9, O, O)
 
