@@ -48,7 +48,7 @@ class SoftRasterSettings:
     near: float = 1.0  # metres
     far: float = 100.0
     cutoff: float = 1e-4  # D below this is 0: distance cut-off sigma ln(1 / cutoff - 1)
-    max_pairs: int = 4_000_000  # (pixel, face) pairs per chunk
+    max_pairs: int = 1_000_000  # (pixel, face) pairs per chunk: bounds the temporaries (~0.3 GB)
     backward: str = "analytic"  # "analytic" (hand-derived, recomputes the geometry) or "autograd" (reference)
     compile: bool = False  # torch.compile the per-pair kernels (analytic backward only): ~3x on CPU, after a
     #                        one-time compilation of ~1 minute; summation order then varies in the last bits

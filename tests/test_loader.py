@@ -62,7 +62,7 @@ def test_unaugmented_sample_is_the_stored_crop(packed, split):
             np.testing.assert_array_equal(s["pose"].numpy(), ann["pose"][j].astype(np.float32))
             np.testing.assert_array_equal(s["betas"].numpy(), ann["shape"][j].astype(np.float32))
             kp = np.concatenate([ann["openpose"][j], ann["part"][j]])
-            uv = transform_points(kp[:, :2], crop_matrix(ann["center"][j], ann["scale"][j], R)) * 2 / (R - 1) - 1
+            uv = (2 * transform_points(kp[:, :2], crop_matrix(ann["center"][j], ann["scale"][j], R)) + 1) / R - 1
             seen = kp[:, 2] > 0
             np.testing.assert_allclose(s["keypoints"].numpy()[seen, :2], uv[seen], atol=1e-5)
 
@@ -151,7 +151,7 @@ def test_geometry_is_shared_by_image_labels_and_keypoints(packed, split):
         p = draw_params(data.augment, np.random.default_rng(seed), 10_000)
         M = label_to_output_matrix(p, 224, 224) @ crop_matrix(ann["center"][0], ann["scale"][0], 224)
         kp = np.concatenate([ann["openpose"][0], ann["part"][0]])
-        uv = transform_points(kp[:, :2], M) * 2 / 223 - 1
+        uv = (2 * transform_points(kp[:, :2], M) + 1) / 224 - 1
         perm = data._joints_perm if p.flip else np.arange(49)
         seen = kp[perm, 2] > 0
         np.testing.assert_allclose(s["keypoints"].numpy()[seen, :2], uv[perm][seen], atol=1e-5)

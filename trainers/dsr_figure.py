@@ -44,6 +44,24 @@ def _caption(tile: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(im)
 
 
+def place_ground_truth(sample: dict, head: SMPLHead, resolution: int):
+    """(rotmat (1, 24, 3, 3), betas (1, 10), cam (1, 3)) of a packed sample's ground-truth body in its crop
+    of `resolution` pixels: the weak-perspective camera of the translation that best projects the body's
+    49 joints onto the sample's 2D keypoints; None with too few keypoints."""
+    pose = torch.as_tensor(np.asarray(sample["pose"]), dtype=torch.float32).reshape(1, 24, 3)
+    betas = torch.as_tensor(np.asarray(sample["betas"]), dtype=torch.float32)[None]
+    rotmat = axis_angle_to_rotmat(pose)
+    with torch.no_grad():
+        joints = head(rotmat, betas, torch.tensor([[1.0, 0.0, 0.0]])).joints[0].numpy()
+    kp = np.asarray(sample["keypoints"], dtype=np.float64).copy()
+    kp[:, :2] = (kp[:, :2] + 1.0) * resolution / 2.0 - 0.5  # normalised -> crop pixels (pipeline.camera)
+    f = crop_focal_length(resolution)
+    t = estimate_translation(joints.astype(np.float64), kp, f, ((resolution - 1) / 2.0, (resolution - 1) / 2.0))
+    if t is None:
+        return None
+    return rotmat, betas, translation_to_weak_perspective(torch.as_tensor(t, dtype=torch.float32)[None], f, resolution)
+
+
 def dsr_figure(packed: str, prior_file: str, body_file: str, out: str, samples: int = 4,
                predictions: str | None = None) -> None:
     data = PackedDataset([packed])
@@ -61,23 +79,15 @@ def dsr_figure(packed: str, prior_file: str, body_file: str, out: str, samples: 
     faces = torch.as_tensor(body.faces)
     prior = torch.as_tensor(load_face_prior(prior_file, num_faces=len(faces)))
     O = int(rows[0][1]["parser_labels"].shape[-1])
-    f = crop_focal_length(O)
     lut = dsr_merge_lut()
     tiles = []
     for i, sample in rows:
         if predictions is None:
-            pose = torch.as_tensor(sample["pose"], dtype=torch.float32).reshape(1, 24, 3)
-            betas = torch.as_tensor(sample["betas"], dtype=torch.float32)[None]
-            rotmat = axis_angle_to_rotmat(pose)
-            with torch.no_grad():
-                joints = head(rotmat, betas, torch.tensor([[1.0, 0.0, 0.0]])).joints[0].numpy()
-            kp = np.asarray(sample["keypoints"], dtype=np.float64).copy()
-            kp[:, :2] = (kp[:, :2] + 1.0) * (O - 1) / 2.0  # [-1, 1] -> crop pixels
-            t = estimate_translation(joints.astype(np.float64), kp, f, ((O - 1) / 2.0, (O - 1) / 2.0))
-            if t is None:
+            placed = place_ground_truth(sample, head, O)
+            if placed is None:
                 log.info("row %d: too few keypoints to place the body; skipped", i)
                 continue
-            cam = translation_to_weak_perspective(torch.as_tensor(t, dtype=torch.float32)[None], f, O)
+            rotmat, betas, cam = placed
             source = "ground truth"
         else:
             with np.load(predictions, allow_pickle=False) as z:

@@ -63,7 +63,7 @@ class DSRLossSettings:
     outside_box: str = "ignore"
     flip_swaps_sides: bool = True
     min_pixels_at_224: int = MIN_PIXELS_AT_224
-    max_pairs: int = 4_000_000  # soft rasteriser chunk size
+    max_pairs: int = 1_000_000  # soft rasteriser chunk size
     compile: bool = False  # torch.compile the rasteriser's per-pair kernels (models.soft_render)
 
     def __post_init__(self):

@@ -21,7 +21,8 @@ fork), and the handles are dropped when the Dataset is pickled.
 
 A sample (all torch tensors):
     image           (3, O, O) uint8 RGB (normalise on the device: `normalize_images`)
-    keypoints       (49, 3) float32: JOINTS49 in output pixels mapped to [-1, 1] (SPIN), confidence
+    keypoints       (49, 3) float32: JOINTS49 in normalised crop coordinates (pixel p -> (2p + 1)/O - 1,
+                    -1 and +1 at the crop's edges, as models.smpl_head projects), confidence
     pose, betas     (72,), (10,) float32, has_smpl bool
     joints3d        (24, 4) float32 (the 24 ground-truth joints of JOINTS49, camera axes), has_joints3d bool
     part_labels     (O, O) uint8: 0 background, 1..24 SMPL parts, 255 unknown; has_parts bool
@@ -261,7 +262,8 @@ class PackedDataset(torch.utils.data.Dataset):
             kp[:NUM_OPENPOSE_JOINTS] = a["openpose"][j]
         if "part" in a:
             kp[NUM_OPENPOSE_JOINTS:] = a["part"][j]
-        kp[:, :2] = transform_points(kp[:, :2].astype(np.float64), M @ to_label) * (2.0 / (O - 1)) - 1.0
+        # normalised crop coordinates, the regressors' (pipeline.camera): pixel p -> (2 p + 1) / O - 1
+        kp[:, :2] = (2.0 * transform_points(kp[:, :2].astype(np.float64), M @ to_label) + 1.0) / O - 1.0
         kp[kp[:, 2] <= 0, :2] = 0.0  # unannotated joints carry no position
         pose = a["pose"][j].astype(np.float64) if "pose" in a else np.zeros(SMPL_POSE_SIZE)
         betas = a["shape"][j].astype(np.float32) if "shape" in a else np.zeros(NUM_BETAS, np.float32)

@@ -31,3 +31,16 @@ rule pack:
     input:
         pack_targets(),
     default_target: False
+
+
+rule dsr_figure:
+    input:
+        unpack(dsr_figure_inputs),
+    output:
+        report("results/figures/dsr_rendering.png", caption="../report/dsr_rendering.rst", category="Clothing prior"),
+    log:
+        "logs/dsr_figure/dsr_rendering.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m trainers.dsr_figure {input.packed} {input.prior} {input.body} {output} > {log} 2>&1"

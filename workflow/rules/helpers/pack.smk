@@ -42,4 +42,21 @@ def pack_options(wildcards, input):
 def pack_targets():
     if not PACK["enabled"]:
         return []
-    return [f"results/packed/{name}.h5" for name in DATASETS]
+    targets = [f"results/packed/{name}.h5" for name in DATASETS]
+    if dsr_figure_dataset() is not None:
+        targets.append("results/figures/dsr_rendering.png")
+    return targets
+
+
+def dsr_figure_dataset():
+    """The split the DSR rendering figure shows: a demo split with ground-truth bodies (training split
+    first), or None when the parser labels or the prior are switched off or there is no such split."""
+    if not (PARSING["enabled"] and PRIOR["enabled"]):
+        return None
+    names = sorted(_demo_partseg(), key=lambda name: (not name.endswith("train"), name))
+    return names[0] if names else None
+
+
+def dsr_figure_inputs(wildcards):
+    return {"packed": f"results/packed/{dsr_figure_dataset()}.h5", "prior": "results/prior/clothing_prior.npz",
+            "body": body_model_file()}
