@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 # new parser weights: every parser shard and what reads them (prior, packs), never the part labels
 WEIGHTS_CHANGED = {"parsing_shard": 4, "parsing_index": 4, "parsing_check": 1, "parsing_figure": 1, "prior_map": 2,
-                   "prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "all": 1}
+                   "prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "dsr_figure": 1, "all": 1}
 
 
 def planned_jobs(workdir: Path, targets=("all",)) -> dict[str, int]:
@@ -104,7 +104,13 @@ def test_rerun_after_new_parser_weights_redoes_parsing_prior_and_packs_not_part_
 
 def test_rerun_after_a_prior_parameter_change_redoes_the_prior_and_the_packs_only(work):
     edit_config(work, lambda c: c["prior"].update(background_probability=0.02))
-    assert planned_jobs(work) == {"prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "all": 1}
+    assert planned_jobs(work) == {"prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "dsr_figure": 1,
+                                  "all": 1}
+
+
+def test_rerun_after_a_dsr_loss_setting_change_redraws_only_its_figure(work):
+    edit_config(work, lambda c: c.setdefault("dsr_losses", {}).update(sigma=2e-5))
+    assert planned_jobs(work) == {"dsr_figure": 1, "all": 1}
 
 
 def test_rerun_nothing_after_an_unrelated_config_change(work):

@@ -4,6 +4,7 @@ sample's body (ground truth, or a model's prediction when given), as the DSR los
 likely merged class per pixel, and the minimal-clothing render that DSR-MC compares with its target.
 
     python -m trainers.dsr_figure PACKED.h5 PRIOR.npz BODY OUT.png [--samples 4] [--predictions P.npz]
+                                  [--settings-json '{"sigma": 1e-5, ...}']
 
 The ground-truth body's camera is the translation that best projects its 49 joints onto the sample's
 2D keypoints (pipeline.camera.estimate_translation); predictions give (rotmat, betas, cam) per row.
@@ -12,6 +13,7 @@ The ground-truth body's camera is the translation that best projects its 49 join
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 import numpy as np
@@ -63,7 +65,7 @@ def place_ground_truth(sample: dict, head: SMPLHead, resolution: int):
 
 
 def dsr_figure(packed: str, prior_file: str, body_file: str, out: str, samples: int = 4,
-               predictions: str | None = None) -> None:
+               predictions: str | None = None, settings: DSRLossSettings = DSRLossSettings()) -> None:
     data = PackedDataset([packed])
     rows = []
     for i in range(len(data)):
@@ -98,7 +100,7 @@ def dsr_figure(packed: str, prior_file: str, body_file: str, out: str, samples: 
         with torch.no_grad():
             body_out = head(rotmat, betas, cam)
             losses = dsr_losses(body_out.vertices, body_out.cam_t, faces, prior,
-                                torch.as_tensor(sample["parser_labels"])[None], torch.tensor([True]), DSRLossSettings())
+                                torch.as_tensor(sample["parser_labels"])[None], torch.tensor([True]), settings)
         labels = np.asarray(sample["parser_labels"])
         known = labels != IGNORE
         image = np.asarray(sample["image"]).transpose(1, 2, 0)
@@ -132,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--predictions", help="npz with rotmat (N, 24, 3, 3), betas (N, 10), cam (N, 3) per row")
+    parser.add_argument("--settings-json", default="{}", help="the config's dsr_losses section (JSON)")
     args = parser.parse_args(argv)
     start_logging()
-    dsr_figure(args.packed, args.prior, args.body, args.out, args.samples, args.predictions)
+    dsr_figure(args.packed, args.prior, args.body, args.out, args.samples, args.predictions,
+               DSRLossSettings(**json.loads(args.settings_json)))
     return 0
 
 

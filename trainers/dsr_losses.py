@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from models.soft_render import SoftRasterSettings, project_vertices, soft_rasterize
+from pipeline.config import schema_defaults
 from pipeline.labelsets import (CIHP_LABELS, DSR_MERGED_LABELS, IGNORE, MIN_CLOTHING_LABELS, cihp_flip_permutation,
                                 dsr_merge_lut)
 
-MIN_PIXELS_AT_224 = 60
 C_LOSSES = ("official", "log_prob")
 IOU_MODES = ("image", "rows")
 MC_LOSSES = ("niou", "distm")
@@ -52,19 +52,22 @@ INVALID_RULES = ("exclude", "average_zeros")
 OUTSIDE_BOX = ("ignore", "background")
 
 
+_DEFAULTS = schema_defaults("dsr_losses")  # the config schema's dsr_losses section: the one place of the defaults
+
+
 @dataclass(frozen=True)
 class DSRLossSettings:
-    sigma: float = 1e-5  # NDC^2, released configuration
-    gamma: float = 1e-1  # released configuration
-    mc_loss: str = "niou"
-    iou: str = "image"
-    c_loss: str = "official"
-    invalid_samples: str = "exclude"
-    outside_box: str = "ignore"
-    flip_swaps_sides: bool = True
-    min_pixels_at_224: int = MIN_PIXELS_AT_224
+    sigma: float = _DEFAULTS["sigma"]  # NDC^2, released configuration
+    gamma: float = _DEFAULTS["gamma"]  # released configuration
+    mc_loss: str = _DEFAULTS["mc_loss"]
+    iou: str = _DEFAULTS["iou"]
+    c_loss: str = _DEFAULTS["c_loss"]
+    invalid_samples: str = _DEFAULTS["invalid_samples"]
+    outside_box: str = _DEFAULTS["outside_box"]
+    flip_swaps_sides: bool = _DEFAULTS["flip_swaps_sides"]
+    min_pixels_at_224: int = _DEFAULTS["min_pixels_at_224"]
+    compile: bool = _DEFAULTS["compile"]  # torch.compile the rasteriser's per-pair kernels (models.soft_render)
     max_pairs: int = 1_000_000  # soft rasteriser chunk size
-    compile: bool = False  # torch.compile the rasteriser's per-pair kernels (models.soft_render)
 
     def __post_init__(self):
         for name, allowed in (("mc_loss", MC_LOSSES), ("iou", IOU_MODES), ("c_loss", C_LOSSES),

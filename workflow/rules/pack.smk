@@ -38,9 +38,12 @@ rule dsr_figure:
         unpack(dsr_figure_inputs),
     output:
         report("results/figures/dsr_rendering.png", caption="../report/dsr_rendering.rst", category="Clothing prior"),
+    params:
+        settings=dsr_loss_settings_json,
     log:
         "logs/dsr_figure/dsr_rendering.log",
     conda:
         "../../environment.yml"
     shell:
-        "python -m trainers.dsr_figure {input.packed} {input.prior} {input.body} {output} > {log} 2>&1"
+        "python -m trainers.dsr_figure {input.packed} {input.prior} {input.body} {output} "
+        "--settings-json {params.settings:q} > {log} 2>&1"

@@ -60,3 +60,10 @@ def dsr_figure_dataset():
 def dsr_figure_inputs(wildcards):
     return {"packed": f"results/packed/{dsr_figure_dataset()}.h5", "prior": "results/prior/clothing_prior.npz",
             "body": body_model_file()}
+
+
+def dsr_loss_settings_json(wildcards):
+    """The config's dsr_losses section as JSON (a param, so that a change redraws the figure)."""
+    import json
+
+    return json.dumps(config["dsr_losses"], sort_keys=True)
