@@ -263,3 +263,12 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="random_crop_cut"):
         AugmentSettings(random_crop_cut=(0.5, 0.3))
     assert dataclasses.asdict(SampleParams())["flip"] is False
+
+
+def test_a_resumed_sampler_yields_what_an_uninterrupted_one_yields():
+    from trainers.packed import MixedBatchSampler
+
+    whole = list(MixedBatchSampler([7, 5], [0.6, 0.4], batch_size=4, seed=3, steps=9))
+    resumed = list(MixedBatchSampler([7, 5], [0.6, 0.4], batch_size=4, seed=3, steps=4, start_step=5))
+    assert resumed == whole[5:]
+    assert list(MixedBatchSampler([7, 5], [0.6, 0.4], batch_size=4, seed=4, steps=9)) != whole

@@ -312,7 +312,8 @@ class MixedBatchSampler(torch.utils.data.Sampler):
     """Batches of (file, row, sample_seed, step) with a fixed number of samples from each file in every
     batch: `ratios` split `batch_size` by largest remainders (e.g. 64 at 0.6/0.4 -> 38 + 26). Rows of a
     file are visited in a fresh random order each pass. `steps` batches per epoch (default: enough for
-    the largest file's share to see each of its rows once); `start_step` resumes a run."""
+    the largest file's share to see each of its rows once); `start_step` resumes a run: the batches from
+    there on are those an uninterrupted sampler yields."""
 
     def __init__(self, lengths: list[int], ratios: list[float] | None = None, batch_size: int = 64, seed: int = 0,
                  steps: int | None = None, start_step: int = 0, usable: list[np.ndarray] | None = None):
@@ -341,11 +342,12 @@ class MixedBatchSampler(torch.utils.data.Sampler):
         return self.steps
 
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.start_step])
+        # one stream from `seed`; a resumed sampler draws (and drops) the batches before start_step, so
+        # that it yields exactly what an uninterrupted one yields from there on
+        rng = np.random.default_rng(self.seed)
         orders = [rng.permutation(n) for n in self.lengths]
         cursors = [0] * len(self.lengths)
-        for b in range(self.steps):
-            step = self.start_step + b
+        for step in range(self.start_step + self.steps):
             batch = []
             for k, c in enumerate(self.counts):
                 for _ in range(c):
@@ -355,7 +357,8 @@ class MixedBatchSampler(torch.utils.data.Sampler):
                     cursors[k] += 1
                     row = int(self.usable[k][r]) if self.usable is not None else r
                     batch.append((k, row, int(rng.integers(2**63 - 1)), step))
-            yield batch
+            if step >= self.start_step:
+                yield batch
 
 
 def mixed_loader(files: list[str], ratios: list[float] | None = None, batch_size: int = 64, seed: int = 0,
