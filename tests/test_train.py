@@ -1,0 +1,97 @@
+"""The training loop on a tiny packed demo split: each model trains, writes its metrics and checkpoints,
+and a run resumed from its checkpoint ends with the same weights as an uninterrupted one."""
+
+import csv
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from test_pack import make_pack, packed_inputs  # noqa: F401 - the packed-inputs fixture
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, split, body_file, packed_inputs):  # noqa: F811
+    out, _ = make_pack(tmp_path_factory.mktemp("train_pack"), split, body_file, packed_inputs)
+    return out
+
+
+@pytest.fixture(scope="module")
+def prior_file(tmp_path_factory, body_file):
+    from pipeline.body.model import load_body_model
+
+    faces = len(load_body_model(body_file).f)
+    prior = np.random.default_rng(0).dirichlet(np.full(20, 0.3), size=faces).astype(np.float32)
+    path = tmp_path_factory.mktemp("prior") / "prior.npz"
+    np.savez(path, face_prior=prior)
+    return path
+
+
+def settings(tmp_path, packed, body_file, **kw):
+    from trainers.augment import AugmentSettings
+    from trainers.train import TrainSettings
+
+    base = dict(model="hmr", out_dir=str(tmp_path / "run"), train_files=[str(packed)], val_file=str(packed),
+                body=str(body_file), width_mult=0.0625, batch_size=4, steps=4, lr=1e-4, log_every=1, val_every=2,
+                checkpoint_every=2, num_workers=0, device="cpu", val_batch_size=8,
+                augment=AugmentSettings(output_resolution=64, occlusion_prob=0.0))
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def weights(path):
+    from trainers.train import load_training_state
+
+    return load_training_state(path)["model"]
+
+
+def test_hmr_trains_logs_validates_and_checkpoints(tmp_path, packed, body_file):
+    from trainers.train import train
+
+    s = settings(tmp_path, packed, body_file)
+    summary = train(s)
+    assert summary["step"] == 4 and np.isfinite(summary["best"])
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(float(r["total"]) > 0 for r in rows) and rows[1]["val_pa_mpjpe"] and not rows[0]["val_mpjpe"]
+    assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
+    assert train(s)["step"] == 4  # a finished run is not trained again
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, packed, body_file):
+    from trainers.train import train
+
+    straight = settings(tmp_path / "a", packed, body_file)
+    train(straight)
+    interrupted = settings(tmp_path / "b", packed, body_file)
+    train(replace(interrupted, steps=2))  # stops after its step-2 checkpoint, as a killed job would have
+    train(interrupted)  # the same settings again: resumes at step 2
+    a, b = weights(tmp_path / "a" / "run" / "last.pt"), weights(tmp_path / "b" / "run" / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    rows = list(csv.DictReader(open(tmp_path / "b" / "run" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_dsr_and_pare_train_with_their_extra_losses(tmp_path, packed, body_file, prior_file):
+    from trainers.train import train
+
+    dsr = settings(tmp_path / "dsr", packed, body_file, model="dsr", prior=str(prior_file), steps=2, start_dsr=0)
+    train(dsr)
+    rows = list(csv.DictReader(open(tmp_path / "dsr" / "run" / "metrics.csv")))
+    assert all(r["dsr_mc"] != "" and r["dsr_c"] != "" for r in rows)
+    pare = settings(tmp_path / "pare", packed, body_file, model="pare", steps=2, gt_attention=True)
+    train(pare)
+    rows = list(csv.DictReader(open(tmp_path / "pare" / "run" / "metrics.csv")))
+    assert all(r["part"] != "" and float(r["part"]) > 0 for r in rows)
+
+
+def test_bad_settings_are_named():
+    from trainers.train import TrainSettings
+
+    with pytest.raises(ValueError, match="train.model"):
+        TrainSettings(model="spin", train_files=["x.h5"])
+    with pytest.raises(ValueError, match="prior"):
+        TrainSettings(model="dsr", train_files=["x.h5"])

@@ -1,0 +1,351 @@
+"""One training loop for the three regressors: PARE (with or without its part loss: the paper's two
+stages), HMR (SPIN's regressor, the baseline) and DSR (HMR with the semantic-rendering losses).
+
+    python -m trainers.train --settings-json '{"model": "dsr", "train_files": [...], ...}'
+
+Each step: a mixed batch from the packed files (trainers.packed), the model's prediction, the SMPL
+output layer, the losses (trainers.losses, and trainers.dsr_losses for DSR once `start_dsr` steps are
+done), Adam (AMP on CUDA, optional gradient clipping). Every `log_every` steps a line of the loss terms
+goes to the log and to metrics.csv; every `val_every` steps the model is evaluated on `val_file`
+(MPJPE and PA-MPJPE on the LSP-14 protocol, trainers.pose_metrics) and the best checkpoint kept by the
+model's criterion (PARE and HMR: PA-MPJPE; DSR: 1.5 PA-MPJPE + MPJPE, as its code). Every
+`checkpoint_every` steps, and at the end, `last.pt` is written atomically with everything needed to
+resume exactly: the model, the optimiser, the AMP scaler, the step, the RNG states and the best score.
+A job restarted with the same settings resumes from `last.pt` and produces the same weights as an
+uninterrupted run (the sampler replays the same batches from the step it resumes at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import hmr as hmr_module
+from models import pare as pare_module
+from models.backbones import load_pretrained_backbone
+from models.smpl_head import MeanParams, SMPLHead
+from pipeline.body.model import BodyModel, load_body_model
+from pipeline.io import atomic_output
+from trainers.augment import AugmentSettings
+from trainers.dsr_losses import DSRLossSettings, dsr_losses, load_face_prior
+from trainers.losses import LossWeights, regressor_losses
+from trainers.packed import PackedDataset, mixed_loader, normalize_images
+from trainers.pose_metrics import joint_errors
+
+log = logging.getLogger(__name__)
+
+MODELS = ("pare", "hmr", "dsr")
+CHECKPOINT_FORMAT = "bodylabels-train-1"
+
+
+@dataclass
+class TrainSettings:
+    model: str = "hmr"
+    out_dir: str = "results/train/hmr"
+    train_files: list[str] = field(default_factory=list)
+    ratios: list[float] | None = None  # per-batch mixing of train_files (None: by size)
+    val_file: str | None = None
+    body: str = ""  # body model file (SMPL or the demo body, with SPIN's extra joint regressor)
+    prior: str | None = None  # DSR: clothing prior (our prior.npz or DSR's semantic_prior.npy)
+    mean_params: str | None = None  # SPIN's smpl_mean_params.npz; None: computed from the training files
+    init: str | None = None  # a published or own checkpoint of the same model to start from
+    backbone_init: str | None = None  # ImageNet ResNet-50 / HRNet pose weights for a fresh model
+    backbone: str | None = None  # default: hrnet_w32-conv for PARE, resnet50 for HMR and DSR
+    width_mult: float = 1.0
+    gt_attention: bool = False  # PARE: ground-truth part labels as attention (stage 1 option)
+    batch_size: int = 64
+    steps: int = 1000
+    lr: float = 5e-5
+    grad_clip: float = 0.0  # max gradient norm; 0: no clipping
+    amp: bool = True  # mixed precision on CUDA (never on CPU)
+    start_dsr: int = 0  # DSR: steps before its losses switch on
+    loss: LossWeights = field(default_factory=LossWeights)
+    dsr: DSRLossSettings = field(default_factory=DSRLossSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    log_every: int = 50
+    val_every: int = 500
+    checkpoint_every: int = 500
+    val_batch_size: int = 32
+    seed: int = 0
+    num_workers: int = 2
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"train.model must be one of {MODELS}, got {self.model!r}")
+        if self.model == "dsr" and not self.prior:
+            raise ValueError("training DSR needs the clothing prior (train.prior)")
+        if not self.train_files:
+            raise ValueError("no training files (packed .h5 files of the training datasets)")
+        for name, kind in (("loss", LossWeights), ("dsr", DSRLossSettings), ("augment", AugmentSettings)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                if name == "augment" and "occluder_size" in value:
+                    value = {**value, "occluder_size": tuple(value["occluder_size"])}
+                if name == "augment" and "random_crop_cut" in value:
+                    value = {**value, "random_crop_cut": tuple(value["random_crop_cut"])}
+                setattr(self, name, kind(**value))
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def mean_params_from_packed(files: list[str]) -> MeanParams:
+    """The regressors' mean parameters from the training files' annotations (rows with SMPL and a
+    camera: the demo world's); real datasets need SPIN's smpl_mean_params.npz (train.mean_params)."""
+    import h5py
+
+    from pipeline.camera import crop_weak_perspective
+
+    pose, shape, cam = [], [], []
+    for path in files:
+        with h5py.File(path, "r") as f:
+            a = f["annotations"]
+            missing = [k for k in ("pose", "shape", "has_smpl", "cam_intrinsics", "transl") if k not in a]
+            if missing:
+                continue
+            rows = np.flatnonzero(a["has_smpl"][()] > 0.5)
+            K, t, c, s = a["cam_intrinsics"][()], a["transl"][()], a["center"][()], a["scale"][()]
+            pose.append(a["pose"][()][rows])
+            shape.append(a["shape"][()][rows])
+            cam += [crop_weak_perspective(K[i], t[i], c[i], s[i]) for i in rows]
+    if not cam:
+        raise ValueError(f"none of {files} carries SMPL parameters with cameras to compute mean parameters from; "
+                         "set train.mean_params to SPIN's data/smpl_mean_params.npz")
+    return MeanParams.from_annotations(np.concatenate(pose), np.concatenate(shape), np.stack(cam))
+
+
+def build_model(s: TrainSettings, mean: MeanParams) -> torch.nn.Module:
+    if s.model == "pare":
+        return pare_module.PARE(mean, backbone=s.backbone or "hrnet_w32-conv", width_mult=s.width_mult)
+    return hmr_module.HMR(mean, backbone=s.backbone or "resnet50", width_mult=s.width_mult)
+
+
+def initial_weights(s: TrainSettings, model: torch.nn.Module) -> None:
+    if s.init:
+        read = pare_module.read_pare_state if s.model == "pare" else hmr_module.read_hmr_state
+        state, _ = read(s.init)
+        own = model.state_dict()
+        for key, value in own.items():
+            if key.endswith("num_batches_tracked") and key not in state:
+                state[key] = torch.zeros_like(value)
+        from models.checkpoint import load_strict
+
+        load_strict(model, state, source=s.init)
+        log.info("initialised from %s", s.init)
+    elif s.backbone_init:
+        report = load_pretrained_backbone(model.backbone, s.backbone_init)
+        log.info("backbone from %s: %d tensors loaded, %d skipped, %d initialised", s.backbone_init,
+                 len(report["loaded"]), len(report["skipped"]), len(report["initialised"]))
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def best_score(model: str, errors: dict) -> float:
+    """The validation criterion (lower is better): DSR's 1.5 PA-MPJPE + MPJPE, else PA-MPJPE."""
+    if model == "dsr":
+        return 1.5 * errors["pa_mpjpe"] + errors["mpjpe"]
+    return errors["pa_mpjpe"]
+
+
+@torch.no_grad()
+def evaluate(model, head: SMPLHead, path: str, device: torch.device, batch_size: int = 32,
+             predict=None) -> dict:
+    """Mean MPJPE and PA-MPJPE (mm, LSP-14 of H36M-17) over the rows of a packed file that have SMPL
+    parameters, without augmentation; the ground truth is the body model on those parameters."""
+    from models.rotations import axis_angle_to_rotmat
+
+    data = PackedDataset([path])
+    rows = [r for r in data.files[0].usable if data.files[0].arrays["has_smpl"][r] > 0.5]
+    if not rows:
+        raise ValueError(f"{path}: no row with SMPL parameters to validate on")
+    was_training = model.training
+    model.eval()
+    errors = {"mpjpe": [], "pa_mpjpe": []}
+    for lo in range(0, len(rows), batch_size):
+        batch = to_device(data.batch([(0, int(r), 0, 0) for r in rows[lo:lo + batch_size]]), device)
+        images = normalize_images(batch["image"])
+        pred = model(images) if predict is None else predict(images)
+        out = head.predict(pred)
+        gt = head.body(betas=batch["betas"].float(), rotmat=axis_angle_to_rotmat(batch["pose"].float().reshape(-1, 24, 3)))
+        e = joint_errors(out.h36m_joints.float(), gt.h36m_joints.float())
+        for k in errors:
+            errors[k].append(e[k].cpu())
+    model.train(was_training)
+    return {k: float(torch.cat(v).mean()) for k, v in errors.items()} | {"rows": len(rows)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_training_state(path: Path, model, optimizer, scaler, step: int, best: float, settings: TrainSettings) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "best": best,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "settings": settings.to_dict(),
+    }
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(path: Path) -> dict:
+    """Our own checkpoint, read weights-only (it holds tensors and plain values only)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a training checkpoint of this project (format {state.get('format')!r}); "
+                         f"delete it to train from the start")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(s: TrainSettings) -> dict:
+    out = Path(s.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(s.device)
+    torch.manual_seed(s.seed)
+    body = BodyModel(load_body_model(s.body)).to(device)
+    head = SMPLHead(body, resolution=s.augment.output_resolution)
+    faces = torch.as_tensor(body.faces, device=device)
+    prior = torch.as_tensor(load_face_prior(s.prior, num_faces=len(faces)), device=device) if s.model == "dsr" else None
+    mean = MeanParams.from_npz(s.mean_params) if s.mean_params else mean_params_from_packed(s.train_files)
+    model = build_model(s, mean)
+    initial_weights(s, model)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+    use_amp = s.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step, best = 0, math.inf
+    last, best_path, metrics_path = out / "last.pt", out / "best.pt", out / "metrics.csv"
+    if last.is_file():
+        state = load_training_state(last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step, best = int(state["step"]), float(state["best"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        log.info("resumed from %s at step %d", last, step)
+    if step >= s.steps:
+        log.info("already trained to step %d", step)
+        return {"step": step, "best": best}
+
+    # its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, which
+    # would shift the dropout stream of a resumed run (the batches themselves come from the sampler)
+    loader = mixed_loader(s.train_files, s.ratios, s.batch_size, s.seed, s.augment, s.num_workers,
+                          steps=s.steps - step, start_step=step, pin_memory=device.type == "cuda",
+                          generator=torch.Generator().manual_seed(s.seed))
+    columns = ["step", "total", "keypoints", "keypoints_3d", "pose", "betas", "camera", "part", "dsr_mc", "dsr_c",
+               "val_mpjpe", "val_pa_mpjpe", "seconds"]
+    new_file = not metrics_path.is_file() or step == 0
+    metrics = open(metrics_path, "w" if new_file else "a", newline="")
+    writer = csv.DictWriter(metrics, fieldnames=columns, restval="")
+    if new_file:
+        writer.writeheader()
+    start_time = time.perf_counter()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bar optional
+        def tqdm(x, **kw):
+            return x
+    try:
+        for batch in tqdm(loader, initial=step, total=s.steps, desc=f"train {s.model}", mininterval=10):
+            step += 1
+            batch = to_device(batch, device)
+            images = normalize_images(batch["image"])
+            with torch.autocast(device.type, enabled=use_amp):
+                if s.model == "pare":
+                    pred = model(images, batch["part_labels"] if s.gt_attention else None)
+                else:
+                    pred = model(images)
+            out_body = head.predict(pred)
+            dsr_terms = None
+            if s.model == "dsr" and step > s.start_dsr:
+                d = dsr_losses(out_body.vertices.float(), out_body.cam_t.float(), faces, prior, batch["parser_labels"],
+                               batch["has_parser"], s.dsr, flipped=batch["flip"])
+                dsr_terms = (d.mc, d.c)
+            try:
+                total, terms = regressor_losses(pred, out_body, batch, s.loss, dsr_terms)
+            except FloatingPointError as e:
+                raise FloatingPointError(f"step {step}: {e}") from None
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            if s.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            row = None
+            if step % s.log_every == 0 or step == s.steps:
+                row = {"step": step, "total": float(total), **{k: float(v) for k, v in terms.items()},
+                       "seconds": round(time.perf_counter() - start_time, 2)}
+                log.info("step %d: loss %.4f (%s)", step, float(total),
+                         ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()))
+            if s.val_file and (step % s.val_every == 0 or step == s.steps):
+                errors = evaluate(model, head, s.val_file, device, s.val_batch_size)
+                row = (row or {"step": step}) | {"val_mpjpe": errors["mpjpe"], "val_pa_mpjpe": errors["pa_mpjpe"]}
+                score = best_score(s.model, errors)
+                log.info("step %d: validation MPJPE %.1f mm, PA-MPJPE %.1f mm", step, errors["mpjpe"], errors["pa_mpjpe"])
+                if score < best:
+                    best = score
+                    save_training_state(best_path, model, optimizer, scaler, step, best, s)
+            if row is not None:
+                writer.writerow(row)
+                metrics.flush()
+            if step % s.checkpoint_every == 0 or step == s.steps:
+                save_training_state(last, model, optimizer, scaler, step, best, s)
+    finally:
+        metrics.close()
+    return {"step": step, "best": best}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import start_logging
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings-json", required=True, help="TrainSettings as JSON")
+    args = parser.parse_args(argv)
+    start_logging()
+    raw = json.loads(args.settings_json)
+    known = {f.name for f in fields(TrainSettings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SystemExit(f"unknown training settings {unknown}; known: {sorted(known)}")
+    summary = train(TrainSettings(**raw))
+    log.info("done: %s", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
