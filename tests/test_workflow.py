@@ -129,6 +129,7 @@ def test_run_builds_body_model_world_and_figures(workdir):
         assert int(z["num_views"]) == 3 * 4 and list(z["scans"]) == ["scan_00000", "scan_00001", "scan_00002"]
         assert z["face_prior"].shape == (len(model.faces), 20) and np.allclose(z["vertex_prior"].sum(1), 1, atol=1e-5)
     assert np.asarray(Image.open(workdir / "results/figures/prior.png")).shape[1] > 600
+    assert np.asarray(Image.open(workdir / "results/figures/dsr_rendering.png")).shape[1] == 4 * 224
     from pipeline.pack import verify
 
     for split in ("train", "test", "occluded"):
@@ -146,7 +147,7 @@ def test_run_builds_body_model_world_and_figures(workdir):
                     "partseg_index": "1", "partseg_check": "1", "partseg_figure": "1", "parsing_demo_weights": "1",
                     "parsing_shard": "3", "parsing_index": "3", "parsing_check": "1", "parsing_figure": "1",
                     "prior_map": "2", "prior_reduce": "1", "prior_check": "1", "prior_figure": "1", "pack_split": "3",
-                    "all": "1"}, plan[-2000:]
+                    "dsr_figure": "1", "all": "1"}, plan[-2000:]
     assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan
