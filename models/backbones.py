@@ -222,6 +222,8 @@ class HRNet(nn.Module):
                 for m in range(modules)]))
             channels = new
         self.final_layer = nn.Conv2d(width, num_joints, 1, 1, 0)
+        if head != "pose":  # kept for the checkpoints' sake, never used: no gradients (DDP insists)
+            self.final_layer.requires_grad_(False)
         if head == "conv":
             for b in range(1, 4):
                 self.add_module(f"upsample_stage_{b + 1}", _upsample_convs(b, channels[b]))

@@ -272,3 +272,14 @@ def test_a_resumed_sampler_yields_what_an_uninterrupted_one_yields():
     resumed = list(MixedBatchSampler([7, 5], [0.6, 0.4], batch_size=4, seed=3, steps=4, start_step=5))
     assert resumed == whole[5:]
     assert list(MixedBatchSampler([7, 5], [0.6, 0.4], batch_size=4, seed=4, steps=9)) != whole
+
+
+def test_distributed_shares_partition_every_global_batch():
+    from trainers.packed import MixedBatchSampler
+
+    whole = list(MixedBatchSampler([7, 5], [0.6, 0.4], batch_size=4, seed=3, steps=5))
+    shares = [list(MixedBatchSampler([7, 5], [0.6, 0.4], batch_size=4, seed=3, steps=5, rank=r, world=2)) for r in (0, 1)]
+    for b, batch in enumerate(whole):
+        assert sorted(shares[0][b] + shares[1][b]) == sorted(batch) and len(shares[0][b]) == len(shares[1][b]) == 2
+    with pytest.raises(ValueError, match="equal per-process shares"):
+        MixedBatchSampler([7, 5], batch_size=5, world=2)

@@ -95,3 +95,56 @@ def test_bad_settings_are_named():
         TrainSettings(model="spin", train_files=["x.h5"])
     with pytest.raises(ValueError, match="prior"):
         TrainSettings(model="dsr", train_files=["x.h5"])
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_process_accumulating_their_shares(tmp_path, packed, body_file):
+    """torchrun with 2 CPU processes (gloo): each takes half of every global batch and DDP averages the
+    gradients. The weights agree with one process that accumulates the same two halves (PARE: no dropout,
+    BatchNorm statistics per half in both) on >= 99% of the elements; the rest are elements whose averaged
+    gradient is near zero, where Adam's first steps (about lr * sign(g)) turn float summation order into a
+    sign. One process on the whole batch (whole-batch BatchNorm statistics) differs on far more."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from models.smpl_head import SMPLHead
+    from pipeline.body.model import BodyModel, load_body_model
+    from trainers.packed import mixed_loader
+    from trainers.train import build_model, mean_params_from_packed, step_loss, to_device
+
+    # one step: after it, the few sign-flipped elements change the next forward everywhere a little
+    s = settings(tmp_path, packed, body_file, model="pare", steps=1, val_file=None, checkpoint_every=1)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "trainers.train", "--settings-json", json.dumps(s.to_dict())],
+                         env=env, cwd=root, timeout=600, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "process 1 of 2" in run.stderr
+    ddp = weights(tmp_path / "run" / "last.pt")
+
+    def one_process(world: int) -> dict:
+        torch.manual_seed(s.seed)
+        head = SMPLHead(BodyModel(load_body_model(s.body)), resolution=s.augment.output_resolution)
+        model = build_model(s, mean_params_from_packed(s.train_files)).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
+        loaders = [iter(mixed_loader(s.train_files, None, s.batch_size, s.seed, s.augment, 0, steps=s.steps,
+                                     rank=r, world=world)) for r in range(world)]
+        for step in range(1, s.steps + 1):
+            optimizer.zero_grad()
+            for loader in loaders:
+                total, _ = step_loss(model, head, to_device(next(loader), torch.device("cpu")), s, step)
+                (total / world).backward()
+            optimizer.step()
+        return {n: p.detach() for n, p in model.named_parameters()}
+
+    def agreement(params: dict) -> float:
+        close = torch.cat([((ddp[n] - p).abs() <= 1e-6 + 1e-4 * p.abs()).flatten() for n, p in params.items()])
+        return close.float().mean().item()
+
+    halves, whole = one_process(2), one_process(1)
+    assert agreement(halves) >= 0.99
+    assert agreement(whole) < 0.9

@@ -316,7 +316,8 @@ class MixedBatchSampler(torch.utils.data.Sampler):
     there on are those an uninterrupted sampler yields."""
 
     def __init__(self, lengths: list[int], ratios: list[float] | None = None, batch_size: int = 64, seed: int = 0,
-                 steps: int | None = None, start_step: int = 0, usable: list[np.ndarray] | None = None):
+                 steps: int | None = None, start_step: int = 0, usable: list[np.ndarray] | None = None,
+                 rank: int = 0, world: int = 1):
         if ratios is None:
             ratios = [n / sum(lengths) for n in lengths]
         if len(ratios) != len(lengths):
@@ -333,8 +334,11 @@ class MixedBatchSampler(torch.utils.data.Sampler):
             if c and not n:
                 raise ValueError(f"packed file {k} has no usable rows but a mixing share of {c} per batch")
         self.lengths, self.counts, self.batch_size = list(lengths), counts, batch_size
+        if batch_size % world:
+            raise ValueError(f"the batch of {batch_size} does not split into {world} equal per-process shares")
         self.seed, self.start_step = seed, start_step
         self.usable = usable
+        self.rank, self.world = rank, world  # distributed training: this process takes batch[rank::world]
         self.steps = steps if steps is not None else max(
             int(np.ceil(n / c)) for n, c in zip(lengths, counts) if c)
 
@@ -358,16 +362,17 @@ class MixedBatchSampler(torch.utils.data.Sampler):
                     row = int(self.usable[k][r]) if self.usable is not None else r
                     batch.append((k, row, int(rng.integers(2**63 - 1)), step))
             if step >= self.start_step:
-                yield batch
+                yield batch[self.rank::self.world]
 
 
 def mixed_loader(files: list[str], ratios: list[float] | None = None, batch_size: int = 64, seed: int = 0,
                  augment: AugmentSettings | None = None, num_workers: int = 2, steps: int | None = None,
-                 start_step: int = 0, **loader_kwargs) -> torch.utils.data.DataLoader:
-    """A DataLoader over packed files with fixed per-batch mixing, ready to iterate."""
+                 start_step: int = 0, rank: int = 0, world: int = 1, **loader_kwargs) -> torch.utils.data.DataLoader:
+    """A DataLoader over packed files with fixed per-batch mixing, ready to iterate; with `world` > 1,
+    this process's share (batch_size / world samples) of every global batch."""
     data = PackedDataset(files, augment)
     sampler = MixedBatchSampler(data.lengths, ratios, batch_size, seed, steps, start_step,
-                                usable=[f.usable for f in data.files])
+                                usable=[f.usable for f in data.files], rank=rank, world=world)
     return torch.utils.data.DataLoader(data, sampler=sampler, batch_size=None, num_workers=num_workers,
                                        persistent_workers=num_workers > 0, **loader_kwargs)
 

@@ -196,6 +196,34 @@ def evaluate(model, head: SMPLHead, path: str, device: torch.device, batch_size:
     return {k: float(torch.cat(v).mean()) for k, v in errors.items()} | {"rows": len(rows)}
 
 
+def step_loss(model, head: SMPLHead, batch: dict, s: TrainSettings, step: int, faces=None, prior=None,
+              use_amp: bool = False) -> tuple[torch.Tensor, dict]:
+    """The loss of one (share of a) batch at training step `step` (1-based), as the loop computes it."""
+    images = normalize_images(batch["image"])
+    with torch.autocast(images.device.type, enabled=use_amp):
+        if s.model == "pare":
+            pred = model(images, batch["part_labels"] if s.gt_attention else None)
+        else:
+            pred = model(images)
+    out_body = head.predict(pred)
+    dsr_terms = None
+    if s.model == "dsr" and step > s.start_dsr:
+        d = dsr_losses(out_body.vertices.float(), out_body.cam_t.float(), faces, prior, batch["parser_labels"],
+                       batch["has_parser"], s.dsr, flipped=batch["flip"])
+        dsr_terms = (d.mc, d.c)
+    try:
+        return regressor_losses(pred, out_body, batch, s.loss, dsr_terms)
+    except FloatingPointError as e:
+        raise FloatingPointError(f"step {step}: {e}") from None
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    import os
+
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Checkpoints
 
@@ -232,7 +260,24 @@ def load_training_state(path: Path) -> dict:
 def train(s: TrainSettings) -> dict:
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rank, world, local_rank = distributed_env()
     device = resolve_device(s.device)
+    if world > 1:  # started by torchrun: one process per GPU (or per CPU share with gloo)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+    try:
+        return _train(s, out, device, rank, world)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _train(s: TrainSettings, out: Path, device: torch.device, rank: int, world: int) -> dict:
+    main_process = rank == 0
+    if world > 1:
+        log.info("process %d of %d on %s: %d of every %d samples", rank, world, device, s.batch_size // world, s.batch_size)
     torch.manual_seed(s.seed)
     body = BodyModel(load_body_model(s.body)).to(device)
     head = SMPLHead(body, resolution=s.augment.output_resolution)
@@ -242,6 +287,9 @@ def train(s: TrainSettings) -> dict:
     model = build_model(s, mean)
     initial_weights(s, model)
     model.to(device).train()
+    # DDP averages the gradients of the processes' shares; every process keeps the same weights
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     use_amp = s.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -264,15 +312,17 @@ def train(s: TrainSettings) -> dict:
     # its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, which
     # would shift the dropout stream of a resumed run (the batches themselves come from the sampler)
     loader = mixed_loader(s.train_files, s.ratios, s.batch_size, s.seed, s.augment, s.num_workers,
-                          steps=s.steps - step, start_step=step, pin_memory=device.type == "cuda",
-                          generator=torch.Generator().manual_seed(s.seed))
+                          steps=s.steps - step, start_step=step, rank=rank, world=world,
+                          pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(s.seed))
     columns = ["step", "total", "keypoints", "keypoints_3d", "pose", "betas", "camera", "part", "dsr_mc", "dsr_c",
                "val_mpjpe", "val_pa_mpjpe", "seconds"]
-    new_file = not metrics_path.is_file() or step == 0
-    metrics = open(metrics_path, "w" if new_file else "a", newline="")
-    writer = csv.DictWriter(metrics, fieldnames=columns, restval="")
-    if new_file:
-        writer.writeheader()
+    metrics = writer = None
+    if main_process:
+        new_file = not metrics_path.is_file() or step == 0
+        metrics = open(metrics_path, "w" if new_file else "a", newline="")
+        writer = csv.DictWriter(metrics, fieldnames=columns, restval="")
+        if new_file:
+            writer.writeheader()
     start_time = time.perf_counter()
     try:
         from tqdm import tqdm
@@ -280,25 +330,12 @@ def train(s: TrainSettings) -> dict:
         def tqdm(x, **kw):
             return x
     try:
-        for batch in tqdm(loader, initial=step, total=s.steps, desc=f"train {s.model}", mininterval=10):
+        batches = tqdm(loader, initial=step, total=s.steps, desc=f"train {s.model}", mininterval=10) \
+            if main_process else loader
+        for batch in batches:
             step += 1
             batch = to_device(batch, device)
-            images = normalize_images(batch["image"])
-            with torch.autocast(device.type, enabled=use_amp):
-                if s.model == "pare":
-                    pred = model(images, batch["part_labels"] if s.gt_attention else None)
-                else:
-                    pred = model(images)
-            out_body = head.predict(pred)
-            dsr_terms = None
-            if s.model == "dsr" and step > s.start_dsr:
-                d = dsr_losses(out_body.vertices.float(), out_body.cam_t.float(), faces, prior, batch["parser_labels"],
-                               batch["has_parser"], s.dsr, flipped=batch["flip"])
-                dsr_terms = (d.mc, d.c)
-            try:
-                total, terms = regressor_losses(pred, out_body, batch, s.loss, dsr_terms)
-            except FloatingPointError as e:
-                raise FloatingPointError(f"step {step}: {e}") from None
+            total, terms = step_loss(net, head, batch, s, step, faces, prior, use_amp)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             if s.grad_clip > 0:
@@ -306,6 +343,8 @@ def train(s: TrainSettings) -> dict:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if not main_process:
+                continue
             row = None
             if step % s.log_every == 0 or step == s.steps:
                 row = {"step": step, "total": float(total), **{k: float(v) for k, v in terms.items()},
@@ -326,7 +365,10 @@ def train(s: TrainSettings) -> dict:
             if step % s.checkpoint_every == 0 or step == s.steps:
                 save_training_state(last, model, optimizer, scaler, step, best, s)
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
+    if world > 1:
+        torch.distributed.barrier()  # the other processes wait for the last checkpoint
     return {"step": step, "best": best}
 
 
