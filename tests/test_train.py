@@ -66,13 +66,15 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, p
     train(straight)
     interrupted = settings(tmp_path / "b", packed, body_file)
     train(replace(interrupted, steps=2))  # stops after its step-2 checkpoint, as a killed job would have
+    with open(tmp_path / "b" / "run" / "metrics.csv", "a") as f:  # a row a killed job logged after its checkpoint
+        f.write("3,999,,,,,,,,,,,\n")
     train(interrupted)  # the same settings again: resumes at step 2
     a, b = weights(tmp_path / "a" / "run" / "last.pt"), weights(tmp_path / "b" / "run" / "last.pt")
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     rows = list(csv.DictReader(open(tmp_path / "b" / "run" / "metrics.csv")))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and "999" not in {r["total"] for r in rows}
 
 
 def test_dsr_and_pare_train_with_their_extra_losses(tmp_path, packed, body_file, prior_file):

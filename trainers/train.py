@@ -318,11 +318,15 @@ def _train(s: TrainSettings, out: Path, device: torch.device, rank: int, world: 
                "val_mpjpe", "val_pa_mpjpe", "seconds"]
     metrics = writer = None
     if main_process:
-        new_file = not metrics_path.is_file() or step == 0
-        metrics = open(metrics_path, "w" if new_file else "a", newline="")
-        writer = csv.DictWriter(metrics, fieldnames=columns, restval="")
-        if new_file:
-            writer.writeheader()
+        # a resumed run keeps the rows up to its checkpoint; rows a killed job logged after it are redone
+        kept = []
+        if step and metrics_path.is_file():
+            with open(metrics_path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
+        metrics = open(metrics_path, "w", newline="")
+        writer = csv.DictWriter(metrics, fieldnames=columns, restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
     start_time = time.perf_counter()
     try:
         from tqdm import tqdm
