@@ -57,6 +57,11 @@ def test_hmr_trains_logs_validates_and_checkpoints(tmp_path, packed, body_file):
     assert all(float(r["total"]) > 0 for r in rows) and rows[1]["val_pa_mpjpe"] and not rows[0]["val_mpjpe"]
     assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
     assert train(s)["step"] == 4  # a finished run is not trained again
+    from models.hmr import from_pretrained  # our checkpoints load like the published ones, for evaluation
+
+    loaded = from_pretrained(tmp_path / "run" / "last.pt")
+    for key, value in weights(tmp_path / "run" / "last.pt").items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, packed, body_file):
