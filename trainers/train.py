@@ -351,10 +351,10 @@ def _train(s: TrainSettings, out: Path, device: torch.device, rank: int, world: 
                 continue
             row = None
             if step % s.log_every == 0 or step == s.steps:
-                row = {"step": step, "total": float(total), **{k: float(v) for k, v in terms.items()},
+                row = {"step": step, "total": total.item(), **{k: v.item() for k, v in terms.items()},
                        "seconds": round(time.perf_counter() - start_time, 2)}
-                log.info("step %d: loss %.4f (%s)", step, float(total),
-                         ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()))
+                log.info("step %d: loss %.4f (%s)", step, row["total"],
+                         ", ".join(f"{k} {row[k]:.4f}" for k in terms))
             if s.val_file and (step % s.val_every == 0 or step == s.steps):
                 errors = evaluate(model, head, s.val_file, device, s.val_batch_size)
                 row = (row or {"step": step}) | {"val_mpjpe": errors["mpjpe"], "val_pa_mpjpe": errors["pa_mpjpe"]}
