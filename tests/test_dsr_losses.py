@@ -212,3 +212,16 @@ def test_face_prior_files_are_checked(tmp_path):
         load_face_prior(tmp_path / "bad.npy")
     with pytest.raises(FileNotFoundError, match="semantic_prior"):
         load_face_prior(tmp_path / "missing.npy")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_losses_equal_the_cpus(scene):
+    outs = []
+    for device in ("cpu", "cuda"):
+        v = scene["pred"].to(device).requires_grad_(True)
+        out = dsr_losses(v, scene["cam_t"].to(device), scene["faces"].to(device), scene["prior"].to(device),
+                         scene["labels"].to(device), scene["has_parser"].to(device))
+        (out.mc + out.c).backward()
+        outs.append((out.mc.item(), out.c.item(), v.grad.cpu()))
+    assert outs[0][0] == pytest.approx(outs[1][0], rel=1e-6) and outs[0][1] == pytest.approx(outs[1][1], rel=1e-6)
+    torch.testing.assert_close(outs[0][2], outs[1][2], rtol=1e-5, atol=1e-8)

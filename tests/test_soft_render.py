@@ -238,3 +238,19 @@ def test_compiled_kernels_give_the_eager_results():
         outs.append((rgb.detach(), alpha.detach(), v.grad))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_renders_and_gradients_equal_the_cpus():
+    verts, faces = random_mesh(7, n_vertices=30, n_faces=40, size=32)
+    tex = torch.rand(2, 40, 3, dtype=F64)
+    s = SoftRasterSettings(image_size=32, sigma=3e-4)
+    results = []
+    for device in ("cpu", "cuda"):
+        v = verts.to(device).requires_grad_(True)
+        t = tex.to(device).requires_grad_(True)
+        rgb, alpha = soft_rasterize(v, faces.to(device), t, s)
+        (rgb.square().sum() + alpha.sum()).backward()
+        results.append([x.detach().cpu() for x in (rgb, alpha, v.grad, t.grad)])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
