@@ -25,10 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainers.augment import AugmentSettings  # noqa: E402
-from trainers.dsr_losses import DSRLossSettings, dsr_losses  # noqa: E402
-from trainers.losses import regressor_losses  # noqa: E402
-from trainers.packed import mixed_loader, normalize_images  # noqa: E402
-from trainers.train import TrainSettings, build_model, mean_params_from_packed, to_device  # noqa: E402
+from trainers.dsr_losses import DSRLossSettings  # noqa: E402
+from trainers.packed import mixed_loader  # noqa: E402
+from trainers.train import TrainSettings, build_model, mean_params_from_packed, step_loss, to_device  # noqa: E402
 
 
 def make_packed(root: Path, n: int = 48) -> tuple[Path, Path]:
@@ -92,14 +91,7 @@ def measure(model_name: str, packed: Path, body_file: Path, prior: torch.Tensor,
         batch = to_device(next(it), device)
         sync(device)
         t1 = time.perf_counter()
-        pred = model(normalize_images(batch["image"]))
-        out = head.predict(pred)
-        dsr = None
-        if model_name == "dsr":
-            d = dsr_losses(out.vertices, out.cam_t, faces, prior, batch["parser_labels"], batch["has_parser"], s.dsr,
-                           flipped=batch["flip"])
-            dsr = (d.mc, d.c)
-        total, _ = regressor_losses(pred, out, batch, s.loss, dsr)
+        total, _ = step_loss(model, head, batch, s, step + 1, faces, prior)  # the loop's own step
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

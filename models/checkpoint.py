@@ -206,6 +206,15 @@ def detect_family(state: Mapping[str, torch.Tensor]) -> tuple[str, str]:
                      f"its keys: {_capped(list(state))}")
 
 
+def add_missing_bn_counters(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with a zero BatchNorm `num_batches_tracked` for each the model has and the file lacks
+    (files of PyTorch < 0.4.1, torchvision's ImageNet weights): counters, not weights."""
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
+    return state
+
+
 def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str | Path = "checkpoint") -> nn.Module:
     """`model.load_state_dict(state, strict=True)`, with every disagreement found before anything is
     copied and reported as one ValueError: counts, then the first names of each kind."""

@@ -436,7 +436,5 @@ def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_soft
     # clamped to at least 4 channels and cannot tell small widths apart
     width = state["aspp1.atrous_convolution.weight"].shape[1] / 2048.0
     model = build(found, width=width, graph2fea_softmax=graph2fea_softmax, source_third_layer=source_third_layer)
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
+    checkpoint.add_missing_bn_counters(model, state)
     return checkpoint.load_strict(model, state, source=path).eval()

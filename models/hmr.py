@@ -124,7 +124,5 @@ def from_pretrained(path: str | Path, *, width_mult: float | None = None) -> HMR
     if width_mult is None:
         width_mult = state["backbone.conv1.weight"].shape[0] / 64.0
     model = HMR(width_mult=width_mult)
-    for key, value in model.state_dict().items():  # PyTorch < 0.4.1 files have no BN counters
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
+    checkpoint.add_missing_bn_counters(model, state)
     return checkpoint.load_strict(model, state, source=path).eval()

@@ -13,13 +13,12 @@ CPU instruction sets (issue 26), and training needs autograd.
 
 from __future__ import annotations
 
-import time
-import warnings
 
 import torch
 from torch import nn
 
 from models.smpl_head import Prediction
+from pipeline.human_parser import OptimizedNetwork
 
 MODES = ("auto", "eager", "script", "channels_last")
 _FIELDS = ("rotmat", "betas", "cam", "pose6d", "part_logits", "attention")
@@ -56,19 +55,13 @@ class RegressorRunner:
             self.model = self.model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         self._fields = None
-        self._scripted: dict = {}
-        self.compile_seconds = 0.0
+        # traced, frozen and optimised once per input shape: the parser's engine does the same
+        self._scripted = OptimizedNetwork(_AsTensors(self.model)) if mode == "script" else None
 
-    def _scripted_for(self, x: torch.Tensor):
-        key = (tuple(x.shape), x.dtype)
-        if key not in self._scripted:
-            start = time.perf_counter()
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TorchScript is deprecated in torch 2.x, still supported
-                traced = torch.jit.trace(_AsTensors(self.model).eval(), x.clone(), check_trace=False)
-                self._scripted[key] = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-            self.compile_seconds += time.perf_counter() - start
-        return self._scripted[key]
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent tracing (once per input shape); 0 outside "script" mode."""
+        return self._scripted.compile_seconds if self._scripted is not None else 0.0
 
     def _forward(self, x: torch.Tensor) -> Prediction:
         if self.mode == "script":
@@ -76,7 +69,7 @@ class RegressorRunner:
                 with torch.no_grad():
                     probe = self.model(x[:1])
                 self._fields = [f for f in _FIELDS if getattr(probe, f) is not None]
-            return Prediction(**dict(zip(self._fields, self._scripted_for(x)(x))))
+            return Prediction(**dict(zip(self._fields, self._scripted(x))))
         if self.mode == "channels_last":
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)

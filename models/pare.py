@@ -236,7 +236,5 @@ def from_pretrained(path: str | Path, mean: MeanParams | None = None, **head_kwa
     absent = [k for k in ("head.init_pose", "head.init_shape", "head.init_cam") if k not in state]
     if absent and not config["iterative"]:
         state.update({k: model.state_dict()[k] for k in absent})
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
+    checkpoint.add_missing_bn_counters(model, state)
     return checkpoint.load_strict(model, state, source=path).eval()

@@ -145,7 +145,6 @@ class MeanParams:
         """The mean parameters of annotation files (pipeline.datasets format) whose rows carry the camera
         (cam_intrinsics, transl: the demo world writes them): every row with SMPL parameters counts.
         Real datasets lack the camera; use SPIN's smpl_mean_params.npz for them."""
-        from pipeline.camera import crop_weak_perspective
         from pipeline.datasets import load_annotations
 
         pose, shape, cam = [], [], []
@@ -155,14 +154,11 @@ class MeanParams:
             if missing:
                 raise ValueError(f"{path}: mean parameters need each row's camera ({missing} missing); for real "
                                  f"datasets use {MEAN_PARAMS_SOURCE}")
-            rows = np.flatnonzero(ann.has_smpl)
-            pose.append(ann["pose"][rows])
-            shape.append(ann["shape"][rows])
-            cam += [crop_weak_perspective(ann["cam_intrinsics"][i], ann["transl"][i], ann["center"][i], ann["scale"][i])
-                    for i in rows]
-        if not cam:
+            for kept, values in zip((pose, shape, cam), smpl_rows_with_cameras(ann, ann.has_smpl)):
+                kept.append(values)
+        if not sum(len(c) for c in cam):
             raise ValueError(f"no row with SMPL parameters in {[str(p) for p in paths]}: nothing to average")
-        return cls.from_annotations(np.concatenate(pose), np.concatenate(shape), np.stack(cam))
+        return cls.from_annotations(np.concatenate(pose), np.concatenate(shape), np.concatenate(cam))
 
     def save(self, path: str | Path) -> None:
         from pipeline.io import save_npz
@@ -179,3 +175,15 @@ class MeanParams:
         """The regressors' init_pose (1, 144), init_shape (1, 10) and init_cam (1, 3) buffers."""
         return {"init_pose": torch.tensor(self.pose)[None], "init_shape": torch.tensor(self.shape)[None],
                 "init_cam": torch.tensor(self.cam)[None]}  # copies: each model owns its buffers
+
+
+def smpl_rows_with_cameras(arrays, has_smpl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pose (N, 72), shape (N, 10), weak-perspective crop camera (N, 3)) of the rows with SMPL parameters
+    of an annotation table that carries each row's camera (pose, shape, cam_intrinsics, transl, center,
+    scale: the demo world's), for MeanParams.from_annotations."""
+    from pipeline.camera import crop_weak_perspective
+
+    rows = np.flatnonzero(np.asarray(has_smpl) > 0.5)
+    K, t, c, s = (np.asarray(arrays[k]) for k in ("cam_intrinsics", "transl", "center", "scale"))
+    cam = np.array([crop_weak_perspective(K[i], t[i], c[i], s[i]) for i in rows]).reshape(len(rows), 3)
+    return np.asarray(arrays["pose"])[rows], np.asarray(arrays["shape"])[rows], cam

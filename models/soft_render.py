@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -184,11 +185,29 @@ def _flat_pixel(bf: torch.Tensor, pix: torch.Tensor, F_: int, H: int) -> torch.T
     return torch.div(bf, F_, rounding_mode="floor") * (H * H) + pix
 
 
-def _pair_terms(table: torch.Tensor, bf: torch.Tensor, pix: torch.Tensor, s: SoftRasterSettings):
-    """Per pair: the logit x of D = sigmoid(x) (+d^2 / sigma inside, -d^2 / sigma outside, d the pixel
-    distance to the triangle), the normalised depth zn and whether the depth is within [near, far].
-    The table's column groups are gathered separately: slicing per-pair rows would make autograd
-    allocate a full (pairs, 27) zero tensor per slice in the backward pass."""
+class _PairGeometry(NamedTuple):
+    """Per (pixel, face) pair: what the forward terms and the hand-derived backward both read."""
+    col: torch.Tensor  # (P,) the pixel's column and row
+    row: torch.Tensor
+    w: torch.Tensor  # (P, 3) screen barycentrics
+    inside: torch.Tensor  # (P,) all barycentrics strictly in (0, 1)
+    rx: torch.Tensor  # (P, 3) pixel minus the nearest point of each edge
+    ry: torch.Tensor
+    u: torch.Tensor  # (P, 3) that point's position along its edge, in [0, 1]
+    k: torch.Tensor  # (P,) the nearest edge
+    x: torch.Tensor  # (P,) logit of D = sigmoid(x): +d^2 / sigma inside, -d^2 / sigma outside
+    c: torch.Tensor  # (P, 3) barycentrics clipped to [0, 1]
+    S: torch.Tensor  # (P, 1) their sum, at least 1e-5
+    wc: torch.Tensor  # (P, 3) c / S
+    zi: torch.Tensor  # (P, 3) the corners' depths
+    z: torch.Tensor  # (P,) perspective-correct depth
+    zn: torch.Tensor  # (P,) normalised depth (far - z) / (far - near)
+    valid: torch.Tensor  # (P,) near <= z <= far
+
+
+def _pair_geometry(table: torch.Tensor, bf: torch.Tensor, pix: torch.Tensor, s: SoftRasterSettings) -> _PairGeometry:
+    """The per-pair terms. The table's column groups are gathered separately: slicing per-pair rows
+    would make autograd allocate a full (pairs, 27) zero tensor per slice in the backward pass."""
     H = s.image_size
     col = (pix % H).to(table.dtype)
     row = torch.div(pix, H, rounding_mode="floor").to(table.dtype)
@@ -197,17 +216,33 @@ def _pair_terms(table: torch.Tensor, bf: torch.Tensor, pix: torch.Tensor, s: Sof
     inside = ((w > 0) & (w < 1)).all(dim=-1)
     xy = table[:, _V].reshape(-1, 3, 2)[bf]
     edges = table[:, _E].reshape(-1, 3, 2)[bf]
-    inv = table[:, _INV][bf]
     px = col[:, None] - xy[:, :, 0]  # (P, 3): pixel minus each edge's start
     py = row[:, None] - xy[:, :, 1]
     ex, ey = edges[:, :, 0], edges[:, :, 1]
-    u = ((px * ex + py * ey) * inv).clamp(0, 1)
-    d2 = ((px - u * ex) ** 2 + (py - u * ey) ** 2).amin(dim=-1)
+    u = ((px * ex + py * ey) * table[:, _INV][bf]).clamp(0, 1)
+    rx, ry = px - u * ex, py - u * ey
+    d2, k = (rx * rx + ry * ry).min(dim=-1)
     x = torch.where(inside, d2, -d2) / s.sigma_px
-    wc = w.clamp(0, 1)
-    wc = wc / wc.sum(-1, keepdim=True).clamp(min=1e-5)
-    z = 1.0 / (wc / table[:, _Z][bf]).sum(-1)
-    return x, (s.far - z) / (s.far - s.near), (z >= s.near) & (z <= s.far)
+    c = w.clamp(0, 1)
+    S = c.sum(-1, keepdim=True).clamp(min=1e-5)
+    wc = c / S
+    zi = table[:, _Z][bf]
+    z = 1.0 / (wc / zi).sum(-1)
+    return _PairGeometry(col, row, w, inside, rx, ry, u, k, x, c, S, wc, zi, z, (s.far - z) / (s.far - s.near),
+                         (z >= s.near) & (z <= s.far))
+
+
+def _pair_terms(table: torch.Tensor, bf: torch.Tensor, pix: torch.Tensor, s: SoftRasterSettings):
+    """Per pair: the logit x of D = sigmoid(x), the normalised depth zn and whether the depth is within
+    [near, far]."""
+    g = _pair_geometry(table, bf, pix, s)
+    return g.x, g.zn, g.valid
+
+
+def _weights(x, zn, valid, zmax, flat, s: SoftRasterSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, c): the probability and the colour weight D e^((zn - m) / gamma) (0 outside [near, far])."""
+    D = torch.sigmoid(x)
+    return D, torch.where(valid, D * torch.exp((zn - zmax[flat]) / s.gamma), torch.zeros_like(x))
 
 
 def _accumulate(table, textures, zmax, bf, pix, s: SoftRasterSettings, F_: int) -> torch.Tensor:
@@ -215,7 +250,7 @@ def _accumulate(table, textures, zmax, bf, pix, s: SoftRasterSettings, F_: int) 
     and the texture sums weighted alike."""
     x, zn, valid = _pair_terms(table, bf, pix, s)
     flat = _flat_pixel(bf, pix, F_, s.image_size)
-    coef = torch.where(valid, torch.sigmoid(x) * torch.exp((zn - zmax[flat]) / s.gamma), torch.zeros_like(x))
+    _, coef = _weights(x, zn, valid, zmax, flat, s)
     per_pair = torch.cat([F.logsigmoid(-x)[:, None], coef[:, None], coef[:, None] * textures[bf]], dim=-1)
     return table.new_zeros(zmax.numel(), per_pair.shape[1]).index_add(0, flat, per_pair)
 
@@ -277,58 +312,32 @@ class _PixelSums(torch.autograd.Function):
 
 def _pair_backward(table, textures, zmax, bf, pix, g_sums, s: SoftRasterSettings, F_: int, H: int, want_tex: bool):
     """(per-pair gradient of the table row (P, 27), per-pair texture gradient (P, C) or None)."""
-    col = (pix % H).to(table.dtype)
-    row = torch.div(pix, H, rounding_mode="floor").to(table.dtype)
-    bary = table[:, _BARY].reshape(-1, 3, 3)[bf]
-    w = bary[:, :, 0] * col[:, None] + bary[:, :, 1] * row[:, None] + bary[:, :, 2]
-    inside = ((w > 0) & (w < 1)).all(dim=-1)
-    xy = table[:, _V].reshape(-1, 3, 2)[bf]
-    edges = table[:, _E].reshape(-1, 3, 2)[bf]
-    inv = table[:, _INV][bf]
-    px = col[:, None] - xy[:, :, 0]
-    py = row[:, None] - xy[:, :, 1]
-    ex, ey = edges[:, :, 0], edges[:, :, 1]
-    u = ((px * ex + py * ey) * inv).clamp(0, 1)
-    rx, ry = px - u * ex, py - u * ey  # (P, 3)
-    d2_all = rx * rx + ry * ry
-    d2, k = d2_all.min(dim=-1)
-    sign = torch.where(inside, 1.0, -1.0).to(table.dtype)
-    x = sign * d2 / s.sigma_px
-    c = w.clamp(0, 1)
-    csum = c.sum(-1, keepdim=True)
-    S = csum.clamp(min=1e-5)
-    wc = c / S
-    zi = table[:, _Z][bf]
-    z = 1.0 / (wc / zi).sum(-1)
-    zn = (s.far - z) / (s.far - s.near)
-    valid = (z >= s.near) & (z <= s.far)
+    p = _pair_geometry(table, bf, pix, s)
     flat = _flat_pixel(bf, pix, F_, H)
-    D = torch.sigmoid(x)
-    coef = torch.where(valid, D * torch.exp((zn - zmax[flat]) / s.gamma), torch.zeros_like(x))
+    D, coef = _weights(p.x, p.zn, p.valid, zmax, flat, s)
     g = g_sums[flat]  # (P, 2 + C)
-    tex = textures[bf]
-    g_coef = g[:, 1] + (g[:, 2:] * tex).sum(-1)
+    g_coef = g[:, 1] + (g[:, 2:] * textures[bf]).sum(-1)
     g_x = -g[:, 0] * D + g_coef * coef * (1 - D)
     g_zn = g_coef * coef / s.gamma
     # distance term: only the nearest edge k
-    g_d2 = sign * g_x / s.sigma_px
+    g_d2 = torch.where(p.inside, g_x, -g_x) / s.sigma_px
     ar = torch.arange(len(bf), device=bf.device)
-    r = torch.stack([rx[ar, k], ry[ar, k]], dim=-1)  # (P, 2)
-    uk = u[ar, k]
-    g_v = torch.zeros_like(xy)  # (P, 3, 2)
-    g_e = torch.zeros_like(edges)
-    g_v[ar, k] = -2 * g_d2[:, None] * r
-    g_e[ar, k] = -2 * (g_d2 * uk)[:, None] * r
+    r = torch.stack([p.rx[ar, p.k], p.ry[ar, p.k]], dim=-1)  # (P, 2)
+    g_v = table.new_zeros(len(bf), 3, 2)
+    g_e = table.new_zeros(len(bf), 3, 2)
+    g_v[ar, p.k] = -2 * g_d2[:, None] * r
+    g_e[ar, p.k] = -2 * (g_d2 * p.u[ar, p.k])[:, None] * r
     # depth term
     g_z = -g_zn / (s.far - s.near)
-    z2 = z * z
-    g_zi = (g_z * z2)[:, None] * wc / (zi * zi)
-    g_wc = -(g_z * z2)[:, None] / zi
-    full = (csum >= 1e-5).to(table.dtype)
-    g_c = g_wc / S - full * (g_wc * c).sum(-1, keepdim=True) / (S * S)
-    g_w = g_c * ((w > 0) & (w < 1)).to(table.dtype)
-    g_bary = g_w[:, :, None] * torch.stack([col, row, torch.ones_like(col)], dim=-1)[:, None, :]  # (P, 3, 3)
-    g_row = torch.cat([g_v.reshape(-1, 6), g_e.reshape(-1, 6), torch.zeros_like(inv), g_bary.reshape(-1, 9), g_zi], dim=-1)
+    z2 = p.z * p.z
+    g_zi = (g_z * z2)[:, None] * p.wc / (p.zi * p.zi)
+    g_wc = -(g_z * z2)[:, None] / p.zi
+    full = (p.c.sum(-1, keepdim=True) >= 1e-5).to(table.dtype)
+    g_c = g_wc / p.S - full * (g_wc * p.c).sum(-1, keepdim=True) / (p.S * p.S)
+    g_w = g_c * ((p.w > 0) & (p.w < 1)).to(table.dtype)
+    g_bary = g_w[:, :, None] * torch.stack([p.col, p.row, torch.ones_like(p.col)], dim=-1)[:, None, :]  # (P, 3, 3)
+    g_row = torch.cat([g_v.reshape(-1, 6), g_e.reshape(-1, 6), table.new_zeros(len(bf), 3), g_bary.reshape(-1, 9),
+                       g_zi], dim=-1)
     return g_row, (coef[:, None] * g[:, 2:] if want_tex else None)
 
 

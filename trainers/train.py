@@ -23,17 +23,19 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from models import checkpoint
 from models import hmr as hmr_module
 from models import pare as pare_module
 from models.backbones import load_pretrained_backbone
-from models.smpl_head import MeanParams, SMPLHead
+from models.smpl_head import MeanParams, SMPLHead, smpl_rows_with_cameras
 from pipeline.body.model import BodyModel, load_body_model
+from pipeline.config import resolve_device
 from pipeline.io import atomic_output
 from trainers.augment import AugmentSettings
 from trainers.dsr_losses import DSRLossSettings, dsr_losses, load_face_prior
@@ -103,35 +105,23 @@ class TrainSettings:
 # Building blocks
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def mean_params_from_packed(files: list[str]) -> MeanParams:
     """The regressors' mean parameters from the training files' annotations (rows with SMPL and a
     camera: the demo world's); real datasets need SPIN's smpl_mean_params.npz (train.mean_params)."""
     import h5py
 
-    from pipeline.camera import crop_weak_perspective
-
     pose, shape, cam = [], [], []
     for path in files:
         with h5py.File(path, "r") as f:
             a = f["annotations"]
-            missing = [k for k in ("pose", "shape", "has_smpl", "cam_intrinsics", "transl") if k not in a]
-            if missing:
+            if any(k not in a for k in ("pose", "shape", "has_smpl", "cam_intrinsics", "transl")):
                 continue
-            rows = np.flatnonzero(a["has_smpl"][()] > 0.5)
-            K, t, c, s = a["cam_intrinsics"][()], a["transl"][()], a["center"][()], a["scale"][()]
-            pose.append(a["pose"][()][rows])
-            shape.append(a["shape"][()][rows])
-            cam += [crop_weak_perspective(K[i], t[i], c[i], s[i]) for i in rows]
-    if not cam:
+            for kept, values in zip((pose, shape, cam), smpl_rows_with_cameras(a, a["has_smpl"][()])):
+                kept.append(values)
+    if not sum(len(c) for c in cam):
         raise ValueError(f"none of {files} carries SMPL parameters with cameras to compute mean parameters from; "
                          "set train.mean_params to SPIN's data/smpl_mean_params.npz")
-    return MeanParams.from_annotations(np.concatenate(pose), np.concatenate(shape), np.stack(cam))
+    return MeanParams.from_annotations(np.concatenate(pose), np.concatenate(shape), np.concatenate(cam))
 
 
 def build_model(s: TrainSettings, mean: MeanParams) -> torch.nn.Module:
@@ -144,13 +134,7 @@ def initial_weights(s: TrainSettings, model: torch.nn.Module) -> None:
     if s.init:
         read = pare_module.read_pare_state if s.model == "pare" else hmr_module.read_hmr_state
         state, _ = read(s.init)
-        own = model.state_dict()
-        for key, value in own.items():
-            if key.endswith("num_batches_tracked") and key not in state:
-                state[key] = torch.zeros_like(value)
-        from models.checkpoint import load_strict
-
-        load_strict(model, state, source=s.init)
+        checkpoint.load_strict(model, checkpoint.add_missing_bn_counters(model, state), source=s.init)
         log.info("initialised from %s", s.init)
     elif s.backbone_init:
         report = load_pretrained_backbone(model.backbone, s.backbone_init)
@@ -261,7 +245,7 @@ def train(s: TrainSettings) -> dict:
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rank, world, local_rank = distributed_env()
-    device = resolve_device(s.device)
+    device = torch.device(resolve_device(s.device))
     if world > 1:  # started by torchrun: one process per GPU (or per CPU share with gloo)
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
