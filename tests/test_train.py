@@ -55,8 +55,13 @@ def test_hmr_trains_logs_validates_and_checkpoints(tmp_path, packed, body_file):
     rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert all(float(r["total"]) > 0 for r in rows) and rows[1]["val_pa_mpjpe"] and not rows[0]["val_mpjpe"]
-    assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
-    assert train(s)["step"] == 4  # a finished run is not trained again
+    for name in ("last.pt", "best.pt", "metrics.csv", "summary.json"):  # published beside the working state
+        assert (tmp_path / "run" / name).is_file() and (tmp_path / "run" / "state" / name).is_file() != (name == "summary.json")
+    first = weights(tmp_path / "run" / "last.pt")
+    assert train(s)["step"] == 4  # a finished run asked for again (a Snakemake rerun) trains from the start
+    again = weights(tmp_path / "run" / "last.pt")
+    for key, value in first.items():
+        torch.testing.assert_close(again[key], value, rtol=0, atol=0, msg=key)
     from models.hmr import from_pretrained  # our checkpoints load like the published ones, for evaluation
 
     loaded = from_pretrained(tmp_path / "run" / "last.pt")
@@ -71,7 +76,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, p
     train(straight)
     interrupted = settings(tmp_path / "b", packed, body_file)
     train(replace(interrupted, steps=2))  # stops after its step-2 checkpoint, as a killed job would have
-    with open(tmp_path / "b" / "run" / "metrics.csv", "a") as f:  # a row a killed job logged after its checkpoint
+    with open(tmp_path / "b" / "run" / "state" / "metrics.csv", "a") as f:  # a row a killed job logged after its checkpoint
         f.write("3,999,,,,,,,,,,,\n")
     train(interrupted)  # the same settings again: resumes at step 2
     a, b = weights(tmp_path / "a" / "run" / "last.pt"), weights(tmp_path / "b" / "run" / "last.pt")
@@ -80,6 +85,46 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, p
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     rows = list(csv.DictReader(open(tmp_path / "b" / "run" / "metrics.csv")))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and "999" not in {r["total"] for r in rows}
+
+
+def test_a_saved_state_from_other_settings_or_inputs_is_not_resumed(tmp_path, packed, body_file, caplog):
+    import logging
+    import os
+
+    from trainers.train import train
+
+    s = settings(tmp_path, packed, body_file, steps=2, val_file=None)
+    train(s)
+    assert (tmp_path / "run" / "best.pt").is_file()  # no validation: the last weights stand for the best
+    with caplog.at_level(logging.INFO, logger="trainers.train"):
+        train(replace(s, steps=3))  # more steps: continues
+        assert "resumed from" in caplog.text and "at step 2" in caplog.text
+        caplog.clear()
+        train(replace(s, steps=4, lr=2e-4))
+        assert "the settings changed (lr)" in caplog.text
+        caplog.clear()
+        stat = os.stat(packed)
+        os.utime(packed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        try:
+            train(replace(s, steps=5, lr=2e-4))
+        finally:
+            os.utime(packed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert "an input file changed" in caplog.text
+
+
+def test_start_dsr_in_epochs_counts_the_usable_training_rows(tmp_path, packed, body_file, prior_file, caplog):
+    import logging
+
+    from trainers.packed import PackedDataset
+    from trainers.train import train
+
+    s = settings(tmp_path, packed, body_file, model="dsr", prior=str(prior_file), steps=3, val_file=None,
+                 start_dsr_epochs=2 * 4 / len(PackedDataset([str(packed)]).files[0].usable))  # 2 steps
+    with caplog.at_level(logging.INFO, logger="trainers.train"):
+        train(s)
+    assert "DSR losses from step 3" in caplog.text
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [r["dsr_mc"] != "" for r in rows] == [False, False, True]
 
 
 def test_dsr_and_pare_train_with_their_extra_losses(tmp_path, packed, body_file, prior_file):

@@ -6,13 +6,20 @@ stages), HMR (SPIN's regressor, the baseline) and DSR (HMR with the semantic-ren
 Each step: a mixed batch from the packed files (trainers.packed), the model's prediction, the SMPL
 output layer, the losses (trainers.losses, and trainers.dsr_losses for DSR once `start_dsr` steps are
 done), Adam (AMP on CUDA, optional gradient clipping). Every `log_every` steps a line of the loss terms
-goes to the log and to metrics.csv; every `val_every` steps the model is evaluated on `val_file`
-(MPJPE and PA-MPJPE on the LSP-14 protocol, trainers.pose_metrics) and the best checkpoint kept by the
-model's criterion (PARE and HMR: PA-MPJPE; DSR: 1.5 PA-MPJPE + MPJPE, as its code). Every
-`checkpoint_every` steps, and at the end, `last.pt` is written atomically with everything needed to
-resume exactly: the model, the optimiser, the AMP scaler, the step, the RNG states and the best score.
-A job restarted with the same settings resumes from `last.pt` and produces the same weights as an
-uninterrupted run (the sampler replays the same batches from the step it resumes at).
+goes to the log, to metrics.csv (and to TensorBoard event files when tensorboard is installed); every
+`val_every` steps the model is evaluated on `val_file` (MPJPE and PA-MPJPE on the LSP-14 protocol,
+trainers.pose_metrics) and the best checkpoint kept by the model's criterion (PARE and HMR: PA-MPJPE;
+DSR: 1.5 PA-MPJPE + MPJPE, as its code).
+
+The run's working state lives in `out_dir/state/`: every `checkpoint_every` steps `last.pt` is written
+there atomically with everything needed to resume exactly (the model, the optimiser, the AMP scaler,
+the step, the RNG states, the best score, the settings and a fingerprint of the input files). A job
+killed at any point and started again with the same settings and inputs resumes from it and produces
+the same weights as an uninterrupted run (the sampler replays the same batches from the step it resumes
+at); a state from other settings or inputs, or from a run that had finished, is discarded and the run
+starts over (a Snakemake rerun means something changed). At the end the results are published in
+`out_dir`: `last.pt`, `best.pt` (the last one when there is no validation), `metrics.csv` and
+`summary.json` (Snakemake deletes declared outputs before a job, never the state).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +77,7 @@ class TrainSettings:
     grad_clip: float = 0.0  # max gradient norm; 0: no clipping
     amp: bool = True  # mixed precision on CUDA (never on CPU)
     start_dsr: int = 0  # DSR: steps before its losses switch on
+    start_dsr_epochs: float | None = None  # DSR: the same in epochs of the training files (released: 2); overrides start_dsr
     loss: LossWeights = field(default_factory=LossWeights)
     dsr: DSRLossSettings = field(default_factory=DSRLossSettings)
     augment: AugmentSettings = field(default_factory=AugmentSettings)
@@ -223,9 +231,54 @@ def save_training_state(path: Path, model, optimizer, scaler, step: int, best: f
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "settings": settings.to_dict(),
+        "inputs": input_fingerprint(settings),
     }
     with atomic_output(path) as tmp:
         torch.save(state, tmp)
+
+
+# settings that change how a run is carried out, not the weights it computes: a resumed run may differ in
+# them. `steps` too: a run resumed with more steps continues exactly where an uninterrupted one would be.
+RUNTIME_SETTINGS = ("out_dir", "num_workers", "device", "log_every", "val_batch_size", "checkpoint_every", "steps")
+
+
+def input_fingerprint(s: TrainSettings) -> dict:
+    """Size and modification time of every file the run reads: a changed input discards a saved state."""
+    paths = [*s.train_files, s.val_file, s.body, s.prior, s.mean_params, s.init, s.backbone_init]
+    return {p: [Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths if p and Path(p).is_file()}
+
+
+def resumable(state: dict, s: TrainSettings) -> str | None:
+    """Why a saved state cannot be resumed by a run of settings `s` (None when it can)."""
+    saved = {k: v for k, v in state.get("settings", {}).items() if k not in RUNTIME_SETTINGS}
+    wanted = {k: v for k, v in s.to_dict().items() if k not in RUNTIME_SETTINGS}
+    if saved != wanted:
+        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        return f"the settings changed ({', '.join(changed)})"
+    if state.get("inputs") != input_fingerprint(s):
+        return "an input file changed"
+    if int(state["step"]) >= s.steps:
+        return "that run had finished (a new run was asked for)"
+    return None
+
+
+def publish(state_dir: Path, out: Path, summary: dict) -> None:
+    """The finished run's files into `out`, each replaced atomically (hard links where possible)."""
+    import os
+    import shutil
+
+    for name in ("last.pt", "best.pt", "metrics.csv"):
+        source = state_dir / name
+        if name == "best.pt" and not source.is_file():  # no validation: the last weights are the best known
+            source = state_dir / "last.pt"
+        with atomic_output(out / name) as tmp:
+            tmp.unlink()
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+    with atomic_output(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def load_training_state(path: Path) -> dict:
@@ -278,30 +331,45 @@ def _train(s: TrainSettings, out: Path, device: torch.device, rank: int, world: 
     use_amp = s.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     step, best = 0, math.inf
-    last, best_path, metrics_path = out / "last.pt", out / "best.pt", out / "metrics.csv"
+    state_dir = out / "state"
+    last, best_path, metrics_path = state_dir / "last.pt", state_dir / "best.pt", state_dir / "metrics.csv"
     if last.is_file():
         state = load_training_state(last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step, best = int(state["step"]), float(state["best"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state["rng_cuda"]:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        log.info("resumed from %s at step %d", last, step)
-    if step >= s.steps:
-        log.info("already trained to step %d", step)
-        return {"step": step, "best": best}
+        why = resumable(state, s)
+        if why is None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            step, best = int(state["step"]), float(state["best"])
+            torch.set_rng_state(state["rng_cpu"])
+            if device.type == "cuda" and state["rng_cuda"]:
+                torch.cuda.set_rng_state_all(state["rng_cuda"])
+            log.info("resumed from %s at step %d", last, step)
+        else:
+            log.info("not resuming from %s: %s; training from the start", last, why)
+            if world > 1:
+                torch.distributed.barrier()  # every process has read it before the main one removes it
+            if main_process:
+                for stale in (last, best_path, metrics_path):
+                    stale.unlink(missing_ok=True)
 
     # its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise, which
     # would shift the dropout stream of a resumed run (the batches themselves come from the sampler)
     loader = mixed_loader(s.train_files, s.ratios, s.batch_size, s.seed, s.augment, s.num_workers,
                           steps=s.steps - step, start_step=step, rank=rank, world=world,
                           pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(s.seed))
+    run = s
+    if s.start_dsr_epochs is not None:  # an epoch: every usable training row once (SPIN's mixed dataset length)
+        epoch = sum(len(f.usable) for f in loader.dataset.files) / s.batch_size
+        run = replace(s, start_dsr=int(round(s.start_dsr_epochs * epoch)))
+        if s.model == "dsr":
+            log.info("DSR losses from step %d (%.3g epochs of %.1f steps)", run.start_dsr + 1, s.start_dsr_epochs, epoch)
     columns = ["step", "total", "keypoints", "keypoints_3d", "pose", "betas", "camera", "part", "dsr_mc", "dsr_c",
                "val_mpjpe", "val_pa_mpjpe", "seconds"]
-    metrics = writer = None
+    metrics = writer = board = None
     if main_process:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        board = tensorboard_writer(out / "tensorboard")
         # a resumed run keeps the rows up to its checkpoint; rows a killed job logged after it are redone
         kept = []
         if step and metrics_path.is_file():
@@ -323,7 +391,7 @@ def _train(s: TrainSettings, out: Path, device: torch.device, rank: int, world: 
         for batch in batches:
             step += 1
             batch = to_device(batch, device)
-            total, terms = step_loss(net, head, batch, s, step, faces, prior, use_amp)
+            total, terms = step_loss(net, head, batch, run, step, faces, prior, use_amp)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             if s.grad_clip > 0:
@@ -350,14 +418,33 @@ def _train(s: TrainSettings, out: Path, device: torch.device, rank: int, world: 
             if row is not None:
                 writer.writerow(row)
                 metrics.flush()
+                if board is not None:
+                    for key, value in row.items():
+                        if key not in ("step", "seconds"):
+                            board.add_scalar(f"val/{key[4:]}" if key.startswith("val_") else f"loss/{key}", value, step)
             if step % s.checkpoint_every == 0 or step == s.steps:
                 save_training_state(last, model, optimizer, scaler, step, best, s)
     finally:
         if metrics is not None:
             metrics.close()
+        if board is not None:
+            board.close()
+    summary = {"model": s.model, "step": step, "best": best if math.isfinite(best) else None,
+               "seconds": round(time.perf_counter() - start_time, 1), "world_size": world}
+    if main_process:
+        publish(state_dir, out, summary)
     if world > 1:
-        torch.distributed.barrier()  # the other processes wait for the last checkpoint
-    return {"step": step, "best": best}
+        torch.distributed.barrier()  # the other processes wait for the published files
+    return summary
+
+
+def tensorboard_writer(folder: Path):
+    """TensorBoard event files when tensorboard is installed; None otherwise (metrics.csv has it all)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
 
 
 def main(argv: list[str] | None = None) -> int:
