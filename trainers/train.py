@@ -74,6 +74,7 @@ class TrainSettings:
     batch_size: int = 64
     steps: int = 1000
     lr: float = 5e-5
+    warmup_steps: int = 0  # linear learning-rate warm-up from lr / warmup_steps (the papers: none)
     grad_clip: float = 0.0  # max gradient norm; 0: no clipping
     amp: bool = True  # mixed precision on CUDA (never on CPU)
     start_dsr: int = 0  # DSR: steps before its losses switch on
@@ -391,6 +392,9 @@ def _train(s: TrainSettings, out: Path, device: torch.device, rank: int, world: 
         for batch in batches:
             step += 1
             batch = to_device(batch, device)
+            if s.warmup_steps:  # from the step alone: nothing to save for a resume
+                for group in optimizer.param_groups:
+                    group["lr"] = s.lr * min(1.0, step / s.warmup_steps)
             total, terms = step_loss(net, head, batch, run, step, faces, prior, use_amp)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -452,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings-json", required=True, help="TrainSettings as JSON")
+    # how the run is carried out, not what it computes: apart from the settings, so that the workflow can
+    # change them without a rerun
+    parser.add_argument("--num-workers", type=int, help="data-loading processes (overrides the settings)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the settings")
     args = parser.parse_args(argv)
     start_logging()
     raw = json.loads(args.settings_json)
@@ -459,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SystemExit(f"unknown training settings {unknown}; known: {sorted(known)}")
+    for key in ("num_workers", "device"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
     summary = train(TrainSettings(**raw))
     log.info("done: %s", summary)
     return 0
