@@ -82,11 +82,21 @@ def run_settings(config: dict, run: str, *, packed, train_files: list[str], val_
     spec = run_spec(train, run, presets)
     datasets = spec["datasets"]
     settings = {k: v for k, v in spec.items() if k not in RUN_KEYS}
-    settings["loss"] = {**train["loss"], **spec.get("loss", {})}
+    from dataclasses import fields
+
+    unknown = sorted(set(settings) - {f.name for f in fields(TrainSettings)})
+    if unknown:
+        raise ValueError(f"train run {run}: unknown training settings {unknown} (train.runs.{run} or the "
+                         f"{train['preset']} preset); known: {sorted(f.name for f in fields(TrainSettings))} and {list(RUN_KEYS)}")
+    model = settings.get("model", "hmr")
+    # only what the model reads, so that a change to another model's settings retrains nothing here
+    unused = {"pare": ("dsr_mc", "dsr_c"), "hmr": ("part", "dsr_mc", "dsr_c"), "dsr": ("part",)}[model]
+    settings["loss"] = {k: v for k, v in {**train["loss"], **spec.get("loss", {})}.items() if k not in unused}
     settings.update(
         out_dir=out_dir, train_files=train_files, ratios=[float(datasets[name]) for name in datasets],
-        val_file=val_file, body=body, prior=prior if settings.get("model") == "dsr" else None, init=init,
-        mean_params=train.get("mean_params"), dsr=dict(config.get("dsr_losses", {})), seed=config.get("seed", 0),
+        val_file=val_file, body=body, prior=prior if model == "dsr" else None, init=init,
+        mean_params=train.get("mean_params"), dsr=dict(config.get("dsr_losses", {})) if model == "dsr" else {},
+        seed=config.get("seed", 0),
     )
     assert [packed(name) for name in datasets] == train_files, "train_files must follow the run's datasets"
     return TrainSettings(**settings).to_dict()  # checked here: an unknown key fails while the DAG is built
