@@ -269,7 +269,37 @@ def _init_convs(module: nn.Module, std: float | None = None) -> None:
 
 
 BACKBONES = ("resnet50", "hrnet_w32", "hrnet_w32-conv", "hrnet_w32-interp", "hrnet_w48", "hrnet_w48-conv",
-             "hrnet_w48-interp")
+             "hrnet_w48-interp", "deeplab_xception", "deeplab_xception-encoder")
+
+
+def _deeplab_backbone_class():
+    from models.graphonomy import DeepLabFeatures, GraphonomyConfig
+
+    class DeepLabBackbone(DeepLabFeatures):
+        """Graphonomy's DeepLab v3+ features (aligned Xception, ASPP, decoder) as a regressor backbone:
+        stride-4 maps of c(256) channels, like PARE's HRNet-conv output. Parameter names are Graphonomy's,
+        so a parser checkpoint (the demo parser, or the official inference.pth at width 1) initialises it
+        (load_pretrained_backbone). It takes the regressors' ImageNet-normalised RGB and converts it to
+        the parser's BGR in [-1, 1]. Not a published regressor configuration: the demo preset uses it
+        because the demo world has no ImageNet, and its trained parser stands in for pretraining."""
+
+        def __init__(self, width_mult: float = 1.0, encoder_only: bool = False):
+            cfg = GraphonomyConfig(width=width_mult)
+            super().__init__(cfg)
+            self.encoder_only = encoder_only
+            if encoder_only:  # the Xception exit flow alone (stride 16, c(2048) channels), for global pooling
+                for name in ("aspp1", "aspp2", "aspp3", "aspp4", "global_avg_pool", "concat_projection_conv1",
+                             "concat_projection_bn1", "feature_projection_conv1", "feature_projection_bn1", "decoder"):
+                    delattr(self, name)
+            self.out_channels = cfg.ch(2048) if encoder_only else cfg.ch(256)
+            self.register_buffer("rgb_mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("rgb_std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = (images * self.rgb_std + self.rgb_mean).flip(1) * 2.0 - 1.0  # the parser's BGR in [-1, 1]
+            return self.xception_features(x)[0] if self.encoder_only else self.features(x)
+
+    return DeepLabBackbone
 
 
 def build_backbone(name: str, *, width_mult: float = 1.0, **kwargs) -> tuple[nn.Module, int]:
@@ -279,6 +309,9 @@ def build_backbone(name: str, *, width_mult: float = 1.0, **kwargs) -> tuple[nn.
     if name == "resnet50":
         net = ResNet((3, 4, 6, 3), width_mult=width_mult, **kwargs)
         return net, net.out_channels
+    if name.startswith("deeplab_xception") and name in BACKBONES:
+        net = _deeplab_backbone_class()(width_mult=width_mult, encoder_only=name.endswith("-encoder"))
+        return net, net.out_channels
     if name.startswith("hrnet_w") and name in BACKBONES:
         base, _, head = name.partition("-")
         net = HRNet(width=int(base[len("hrnet_w"):]), head=head or "pose", width_mult=width_mult, **kwargs)
@@ -286,6 +319,7 @@ def build_backbone(name: str, *, width_mult: float = 1.0, **kwargs) -> tuple[nn.
     raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
 
 
+PARSER_SOURCE = "a Graphonomy parser checkpoint (the demo parser results/parsing/weights/demo_parser.pth, or inference.pth)"
 IMAGENET_SOURCE = "torchvision's ImageNet ResNet-50 weights: resnet50-0676ba61.pth or resnet50-19c8e357.pth"
 HRNET_POSE_SOURCE = ("the official HRNet COCO pose model pose_hrnet_w32_256x192.pth "
                      "(HRNet/HRNet-Human-Pose-Estimation release, as PARE initialises its backbone)")
@@ -299,10 +333,15 @@ def load_pretrained_backbone(net: nn.Module, path: str | Path) -> dict[str, list
     convs and the extra fuse layers of stage 4) keep their initialisation. Returns {"loaded", "skipped",
     "initialised"} key lists for the log. A layer whose shape differs, or any other key of the file
     that the backbone lacks, is an error naming it (e.g. a width or depth mismatch)."""
-    source = IMAGENET_SOURCE if isinstance(net, ResNet) else HRNET_POSE_SOURCE
+    deeplab = type(net).__name__ == "DeepLabBackbone"
+    source = IMAGENET_SOURCE if isinstance(net, ResNet) else PARSER_SOURCE if deeplab else HRNET_POSE_SOURCE
     state = checkpoint.strip_prefix(checkpoint.read_state_dict(path, what="backbone weights", source_hint=source))
     own = net.state_dict()
-    droppable = ("fc.",) if isinstance(net, ResNet) else ("final_layer.",)
+    # what the backbone lacks by design: the classifier, the heatmap layer, the parser's graph and label layers
+    if deeplab:  # every parser module after the shared DeepLab features (graph reasoning, label layers)
+        droppable = tuple(sorted({k.split(".")[0] + "." for k in state} - {k.split(".")[0] + "." for k in own}))
+    else:
+        droppable = ("fc.",) if isinstance(net, ResNet) else ("final_layer.",)
     skipped = [k for k in state if (k not in own or own[k].shape != state[k].shape) and k.startswith(droppable)]
     unknown = [k for k in state if k not in own and k not in skipped]
     shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}" for k in state

@@ -94,12 +94,22 @@ NETWORK_EXTRAS = ("smpl.",)
 def _layout(state) -> str | None:
     if "fc1.weight" in state and "decpose.weight" in state and "conv1.weight" in state:
         return "spin"
-    if "head.decpose.weight" in state and "backbone.conv1.weight" in state:
+    if "head.decpose.weight" in state and ("backbone.conv1.weight" in state or DEEPLAB_STEM in state):
         return "ours"  # DSR's file after its "model." prefix, or our own
     return None
 
 
 checkpoint.register_family("hmr", _layout)
+
+DEEPLAB_STEM = "backbone.xception_features.conv1.weight"  # the demo preset's parser backbone (c(32) channels)
+
+
+def backbone_of(state) -> tuple[str, float]:
+    """(backbone name, width multiplier) of a state dict in our names."""
+    if DEEPLAB_STEM in state:
+        name = "deeplab_xception" if "backbone.decoder.0.atrous_convolution.depthwise.weight" in state else "deeplab_xception-encoder"
+        return name, state[DEEPLAB_STEM].shape[0] / 32.0
+    return "resnet50", state["backbone.conv1.weight"].shape[0] / 64.0
 
 
 def read_hmr_state(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -121,8 +131,7 @@ def from_pretrained(path: str | Path, *, width_mult: float | None = None) -> HMR
     """An HMR with the weights of `path` (SPIN, DSR or ours) loaded strictly; the mean parameters come
     from the file's init_* buffers; the width from conv1."""
     state, _ = read_hmr_state(path)
-    if width_mult is None:
-        width_mult = state["backbone.conv1.weight"].shape[0] / 64.0
-    model = HMR(width_mult=width_mult)
+    backbone, width = backbone_of(state)
+    model = HMR(backbone=backbone, width_mult=width if width_mult is None else width_mult)
     checkpoint.add_missing_bn_counters(model, state)
     return checkpoint.load_strict(model, state, source=path).eval()

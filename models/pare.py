@@ -160,6 +160,9 @@ class PARE(nn.Module):
     def __init__(self, mean: MeanParams | None = None, backbone: str = "hrnet_w32-conv", width_mult: float = 1.0,
                  num_deconv_layers: int | None = None, num_deconv_filters: int | None = None, **head_kwargs):
         super().__init__()
+        if backbone.endswith("-encoder"):
+            raise ValueError(f"PARE needs stride-4 features or ResNet's (deconvolved to stride 4), not {backbone}: "
+                             f"use deeplab_xception")
         resnet = backbone.startswith("resnet")
         kwargs = {} if resnet else {"num_joints": NUM_SMPL_JOINTS}  # the unused final_layer of the released file
         self.backbone, channels = build_backbone(backbone, width_mult=width_mult, **kwargs)
@@ -185,7 +188,9 @@ WEIGHTS_SOURCE = ("PARE's data/pare/checkpoints/pare_checkpoint.ckpt or pare_w_3
 
 def _variant(state) -> str | None:
     if "head.pose_mlp.weight" in state and "head.keypoint_final_layer.weight" in state:
-        return "resnet50" if "backbone.layer4.0.conv1.weight" in state else "hrnet_w32-conv"
+        if "backbone.layer4.0.conv1.weight" in state:
+            return "resnet50"
+        return "deeplab_xception" if "backbone.xception_features.conv1.weight" in state else "hrnet_w32-conv"
     return None
 
 
@@ -217,8 +222,9 @@ def config_of(state) -> dict:
     features = state["head.smpl_final_layer.weight"].shape[0]
     pose_in = state["head.pose_mlp.weight"].shape[2]
     layers = sum(1 for k in state if k.startswith("head.smpl_deconv_layers.") and k.endswith(".running_var"))
-    stem = state["backbone.conv1.weight"].shape[0]
-    return {"backbone": backbone, "width_mult": stem / 64.0, "num_deconv_layers": layers,
+    width = state["backbone.xception_features.conv1.weight"].shape[0] / 32.0 if backbone == "deeplab_xception" \
+        else state["backbone.conv1.weight"].shape[0] / 64.0
+    return {"backbone": backbone, "width_mult": width, "num_deconv_layers": layers,
             "num_deconv_filters": filters, "num_features_smpl": features, "iterative": pose_in != filters}
 
 

@@ -74,7 +74,7 @@ def test_backbone_reports_its_channels_and_output_stride(name, device):
     net = net.to(device)
     with torch.no_grad():
         out = net(image(2, 128).to(device))
-    stride = 32 if name == "resnet50" else 4
+    stride = 32 if name == "resnet50" else 16 if name.endswith("-encoder") else 4
     assert out.shape == (2, channels, 128 // stride, 128 // stride)
     assert out.device.type == device and torch.isfinite(out).all()
     if name.startswith("hrnet"):
@@ -94,17 +94,48 @@ def test_backbone_key_layout_does_not_depend_on_width(name):
     assert f["conv1.weight"].shape[0] == 64
 
 
+@pytest.mark.parametrize("variant", ["transfer", "universal"])
+def test_parser_backbone_starts_from_a_graphonomy_checkpoint(tmp_path, variant):
+    """The demo preset's backbones take a parser checkpoint's DeepLab weights unchanged (the graph and
+    label layers are skipped); they see the regressors' ImageNet-normalised RGB as the parser's BGR in
+    [-1, 1], so their features equal the parser's own on the same picture."""
+    from models.backbones import load_pretrained_backbone
+    from models.graphonomy import build
+    from trainers.packed import normalize_images
+
+    torch.manual_seed(0)
+    parser = build(variant, width=0.25).eval()
+    torch.save(parser.state_dict(), tmp_path / "parser.pth")
+    pixels = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8)
+    bgr = pixels.flip(1).float() / 127.5 - 1.0
+    for name in ("deeplab_xception", "deeplab_xception-encoder"):
+        net, _ = build_backbone(name, width_mult=0.25)
+        report = load_pretrained_backbone(net, tmp_path / "parser.pth")
+        assert report["initialised"] == [] and any(k.startswith("semantic.") for k in report["skipped"])
+        with torch.no_grad():
+            ours = net.eval()(normalize_images(pixels))
+            theirs = parser.features(bgr) if name == "deeplab_xception" else parser.xception_features(bgr)[0]
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    wide, _ = build_backbone("deeplab_xception", width_mult=0.5)
+    with pytest.raises(ValueError, match="shape mismatches"):
+        load_pretrained_backbone(wide, tmp_path / "parser.pth")
+
+
 # ---------------------------------------------------------------------------------------------------
 # HMR and PARE forward
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("backbone", ["hrnet_w32-conv", "resnet50"])
+@pytest.mark.parametrize("backbone", ["hrnet_w32-conv", "resnet50", "deeplab_xception", "deeplab_xception-encoder"])
 @pytest.mark.parametrize("model_cls", [HMR, PARE])
 def test_regressor_prediction_shapes_and_rotations(model_cls, backbone, device):
     """At 224 x 224: rotmat (2, 24, 3, 3) rotations, betas (2, 10), cam (2, 3), pose6d (2, 24, 6);
     PARE adds part logits (2, 25, 56, 56) and attention maps (2, 24, 56, 56) each summing to 1."""
     torch.manual_seed(0)
+    if model_cls is PARE and backbone.endswith("-encoder"):
+        with pytest.raises(ValueError, match="stride-4"):
+            model_cls(backbone=backbone, width_mult=0.25)
+        return
     model = model_cls(backbone=backbone, width_mult=0.25).to(device)
     with torch.no_grad():
         pred = model(image(2, 224).to(device))

@@ -15,15 +15,16 @@ import torch
 import yaml
 
 from conftest import REPO
-from test_workflow import SMALL_WORLD, snakemake
+from test_workflow import SMALL_WORLD, TINY_TRAIN, TRAIN_ALL, snakemake
 
 REAL = REPO.parent / "shared" / "fixtures" / "real"
 
 pytestmark = pytest.mark.slow
 
 # new parser weights: every parser shard and what reads them (prior, packs), never the part labels
-WEIGHTS_CHANGED = {"parsing_shard": 4, "parsing_index": 4, "parsing_check": 1, "parsing_figure": 1, "prior_map": 2,
-                   "prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "dsr_figure": 1, "all": 1}
+WEIGHTS_CHANGED = {"parsing_shard": 5, "parsing_index": 5, "parsing_check": 1, "parsing_figure": 1, "prior_map": 2,
+                   "prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 5, "dsr_figure": 1, **TRAIN_ALL,
+                   "all": 1}
 
 
 def planned_jobs(workdir: Path, targets=("all",)) -> dict[str, int]:
@@ -54,6 +55,7 @@ def finished(tmp_path_factory):
     config["parsing"]["scales"] = [1.0]
     config["parsing"]["weights"] = "parser.pth"
     config["prior"] = {"shard_size": 2, "resolution": 128}
+    config["train"].update(TINY_TRAIN)
     center, scale = read_bbox_json(REAL / "spin_im1010_bbox.json")
     save_npz(root / "spin_example.npz", {
         "imgname": np.array(["spin_im1010.jpg"]), "center": center[None], "scale": np.array([scale]),
@@ -104,18 +106,32 @@ def test_rerun_after_new_parser_weights_redoes_parsing_prior_and_packs_not_part_
 
 def test_rerun_after_a_prior_parameter_change_redoes_the_prior_and_the_packs_only(work):
     edit_config(work, lambda c: c["prior"].update(background_probability=0.02))
-    assert planned_jobs(work) == {"prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 4, "dsr_figure": 1,
-                                  "all": 1}
+    # the packs hold the prior, so every training reads a changed file
+    assert planned_jobs(work) == {"prior_reduce": 1, "prior_check": 1, "prior_figure": 1, "pack_split": 5, "dsr_figure": 1,
+                                  **TRAIN_ALL, "all": 1}
 
 
-def test_rerun_after_a_dsr_loss_setting_change_redraws_only_its_figure(work):
+def test_rerun_after_a_dsr_loss_setting_change_redraws_its_figure_and_retrains_dsr_only(work):
     edit_config(work, lambda c: c.setdefault("dsr_losses", {}).update(sigma=2e-5))
-    assert planned_jobs(work) == {"dsr_figure": 1, "all": 1}
+    assert planned_jobs(work) == {"dsr_figure": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1, "all": 1}
+
+
+def test_rerun_after_a_training_setting_change_retrains_that_model_and_what_starts_from_it(work):
+    edit_config(work, lambda c: c["train"]["loss"].update(part=2.0))  # PARE's stage 1, and stage 2 from its weights
+    assert planned_jobs(work) == {"train_pare": 2, "train_check": 1, "train_figure": 1, "all": 1}
+    edit_config(work, lambda c: c["train"]["loss"].update(part=1.0))
+    edit_config(work, lambda c: c["train"]["runs"]["hmr"].update(lr=1e-3))
+    assert planned_jobs(work) == {"train_hmr": 1, "train_check": 1, "train_figure": 1, "all": 1}
+    edit_config(work, lambda c: c["train"]["runs"]["hmr"].pop("lr"))
+    edit_config(work, lambda c: c["train"]["check"].update(min_gain=0.5))
+    assert planned_jobs(work) == {"train_check": 1, "all": 1}
 
 
 def test_rerun_nothing_after_an_unrelated_config_change(work):
     # with parser weights configured the demo parser's settings do not matter; nor do the check goals
     edit_config(work, lambda c: c["parsing"].setdefault("demo", {}).update(steps=5))
+    # how a training runs (loader processes), not what it computes
+    edit_config(work, lambda c: c["train"].update(num_workers=1))
     assert planned_jobs(work) == {}
 
 

@@ -28,9 +28,17 @@ def snakemake(*args, cwd, check=True):
 
 SMALL_WORLD = {
     "shard_size": 4,
-    "splits": {"train": {"count": 6, "no_smpl_fraction": 0.2}, "test": {"count": 3}, "occluded": {"count": 3, "occluders": [1, 2]}},
+    "splits": {"train": {"count": 6, "no_smpl_fraction": 0.2}, "val": {"count": 3}, "test": {"count": 3},
+               "occluded": {"count": 3, "occluders": [1, 2]}},
     "scans": {"count": 3, "shard_size": 2, "views": 4, "resolution": 128},
 }
+# every run two steps of a tiny network; a two-step model cannot beat the baseline, so the check reports only
+TINY_RUN = {"steps": 2, "width_mult": 0.0625, "batch_size": 4, "val_every": 2, "checkpoint_every": 1, "log_every": 1,
+            "augment": {"output_resolution": 64}}
+TINY_TRAIN = {"runs": {"pare_stage1": TINY_RUN, "pare": TINY_RUN, "hmr": TINY_RUN, "dsr": {**TINY_RUN, "start_dsr_epochs": 0}},
+              "num_workers": 0, "check": {"fail": False}}
+# what a change of the demo training split's packed file retrains
+TRAIN_ALL = {"train_pare": 2, "train_hmr": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1}
 
 
 @pytest.fixture
@@ -41,6 +49,7 @@ def workdir(tmp_path):
     config["parsing"]["demo"] = {"steps": 20, "input_resolution": 96, "batch_size": 4}
     config["parsing"]["scales"] = [1.0, 0.75]
     config["prior"] = {"shard_size": 2, "resolution": 128}
+    config["train"].update(TINY_TRAIN)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
@@ -52,12 +61,12 @@ def test_lint_is_clean(workdir):
 
 def test_dry_run_plans_all(workdir):
     proc = snakemake("-n", "--cores", "8", "all", cwd=workdir)
-    for rule, count in (("demo_body", 1), ("body_figure", 1), ("world_image_shard", 4), ("world_split", 3),
+    for rule, count in (("demo_body", 1), ("body_figure", 1), ("world_image_shard", 5), ("world_split", 4),
                         ("world_scan_shard", 2), ("world_scan_index", 1), ("world_figure", 1),
-                        ("partseg_shard", 3), ("partseg_index", 3), ("partseg_check", 1), ("partseg_figure", 1),
-                        ("parsing_demo_weights", 1), ("parsing_shard", 3), ("parsing_index", 3), ("parsing_check", 1),
+                        ("partseg_shard", 4), ("partseg_index", 4), ("partseg_check", 1), ("partseg_figure", 1),
+                        ("parsing_demo_weights", 1), ("parsing_shard", 4), ("parsing_index", 4), ("parsing_check", 1),
                         ("parsing_figure", 1), ("prior_map", 2), ("prior_reduce", 1), ("prior_check", 1),
-                        ("prior_figure", 1), ("pack_split", 3)):
+                        ("prior_figure", 1), ("pack_split", 4), *TRAIN_ALL.items()):
         assert re.search(rf"^{rule}\s+{count}$", proc.stdout, re.M), (rule, proc.stdout[-1500:])
 
 
@@ -117,7 +126,7 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert len(index) == 3 and all((workdir / "results/world/scans" / s["mesh"]).is_file() for s in index)
     assert np.asarray(Image.open(workdir / "results/figures/world_samples.png")).shape[0] == 9 * 224
     check = json.loads((workdir / "results/checks/partseg.json").read_text())
-    assert check["pixel_agreement"] >= 0.99 and check["samples"] == 6 + 3 + 3 - check_absent(workdir)
+    assert check["pixel_agreement"] >= 0.99 and check["samples"] == 6 + 3 + 3 + 3 - check_absent(workdir)
     assert set(check["per_part_iou"]) >= {"head", "leftHand", "rightFoot"}
     parsing = json.loads((workdir / "results/checks/parsing.json").read_text())
     assert parsing["samples"] == 6 and 0 <= parsing["miou"] <= 1 and "meets_goal" in parsing  # a 20-step parser: no bar
@@ -132,8 +141,19 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert np.asarray(Image.open(workdir / "results/figures/dsr_rendering.png")).shape[1] == 4 * 224
     from pipeline.pack import verify
 
-    for split in ("train", "test", "occluded"):
+    for split in ("train", "val", "test", "occluded"):
         assert verify(workdir / f"results/packed/demo_{split}.h5") == ([], [])
+    # the trainings: published results, their log and benchmark, the check against the baseline, the curves
+    for run, rule in (("pare_stage1", "train_pare"), ("pare", "train_pare"), ("hmr", "train_hmr"), ("dsr", "train_dsr")):
+        for name in ("last.pt", "best.pt", "metrics.csv", "summary.json"):
+            assert (workdir / f"results/train/{run}/{name}").is_file(), (run, name)
+        assert json.loads((workdir / f"results/train/{run}/summary.json").read_text())["step"] == 2
+        assert (workdir / f"benchmarks/{rule}/{run}.tsv").is_file() and "done" in (workdir / f"logs/{rule}/{run}.log").read_text()
+    assert "initialised from results/train/pare_stage1/best.pt" in (workdir / "logs/train_pare/pare.log").read_text()
+    train_check = json.loads((workdir / "results/checks/train.json").read_text())
+    assert set(train_check["models"]) == {"pare", "hmr", "dsr"} and train_check["rows"] == 3
+    assert train_check["baseline"]["mpjpe"] > 0 and all(m["mpjpe"] > 0 for m in train_check["models"].values())
+    assert np.asarray(Image.open(workdir / "results/figures/train_curves.png")).shape[1] == 2 * 480
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     # growing the train split reruns its last shard, its merge and the figure; nothing else
@@ -145,9 +165,9 @@ def test_run_builds_body_model_world_and_figures(workdir):
     # the demo parser is trained on the train split, so every split's clothing labels follow it
     assert jobs == {"world_image_shard": "1", "world_split": "1", "world_figure": "1", "partseg_shard": "1",
                     "partseg_index": "1", "partseg_check": "1", "partseg_figure": "1", "parsing_demo_weights": "1",
-                    "parsing_shard": "3", "parsing_index": "3", "parsing_check": "1", "parsing_figure": "1",
-                    "prior_map": "2", "prior_reduce": "1", "prior_check": "1", "prior_figure": "1", "pack_split": "3",
-                    "dsr_figure": "1", "all": "1"}, plan[-2000:]
+                    "parsing_shard": "4", "parsing_index": "4", "parsing_check": "1", "parsing_figure": "1",
+                    "prior_map": "2", "prior_reduce": "1", "prior_check": "1", "prior_figure": "1", "pack_split": "4",
+                    "dsr_figure": "1", **{k: str(v) for k, v in TRAIN_ALL.items()}, "all": "1"}, plan[-2000:]
     assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan

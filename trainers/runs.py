@@ -19,6 +19,7 @@ PRESETS_FILE = Path(__file__).resolve().parents[1] / "resources" / "train_preset
 # a model's runs, in training order; the last one is the model
 MODEL_RUNS = {"pare": ("pare_stage1", "pare"), "hmr": ("hmr",), "dsr": ("dsr",)}
 RUN_KEYS = ("datasets", "init")  # the keys of a run that are not TrainSettings fields
+PARSER = "parser"  # backbone_init: the workflow's parser weights (the demo parser, or Graphonomy's inference.pth)
 
 
 def load_presets(path: str | Path = PRESETS_FILE) -> dict:
@@ -72,10 +73,27 @@ def init_source(spec: dict, run: str, runs: list[str]) -> tuple[str | None, str 
     return None, init
 
 
+def backbone_source(spec: dict, run: str) -> str | None:
+    """The file a fresh run's backbone starts from: None, the workflow's parser weights (`parser`,
+    for the deeplab_xception backbones) or a file (ImageNet ResNet-50, HRNet pose weights)."""
+    source = spec.get("backbone_init")
+    if source is None or source == PARSER:
+        if source == PARSER and not str(spec.get("backbone", "")).startswith("deeplab_xception"):
+            raise ValueError(f"train.runs.{run}.backbone_init is 'parser', which needs a deeplab_xception backbone "
+                             f"(got {spec.get('backbone')!r})")
+        return source
+    if not Path(source).is_file():
+        raise ValueError(f"train.runs.{run}.backbone_init: {source} is not a file (ImageNet ResNet-50 or HRNet pose "
+                         f"weights, or 'parser')")
+    return source
+
+
 def run_settings(config: dict, run: str, *, packed, train_files: list[str], val_file: str | None, body: str,
-                 prior: str | None, init: str | None, out_dir: str, presets: dict | None = None) -> dict:
+                 prior: str | None, init: str | None, out_dir: str, presets: dict | None = None,
+                 parser_weights: str | None = None, parser_width: float | None = None) -> dict:
     """TrainSettings of `run` as a plain dict: the run's spec, the config's loss weights (with the run's
-    own switches on top), DSR's loss settings and the files the workflow resolved."""
+    own switches on top), DSR's loss settings and the files the workflow resolved. A backbone that
+    starts from the parser (`backbone_init: parser`) takes `parser_weights` and the parser's width."""
     from trainers.train import TrainSettings
 
     train = config["train"]
@@ -98,6 +116,13 @@ def run_settings(config: dict, run: str, *, packed, train_files: list[str], val_
         mean_params=train.get("mean_params"), dsr=dict(config.get("dsr_losses", {})) if model == "dsr" else {},
         seed=config.get("seed", 0),
     )
+    if backbone_source(spec, run) == PARSER:
+        if parser_weights is None:
+            raise ValueError(f"train run {run} starts its backbone from the parser, and there are no parser weights "
+                             f"(enable parsing)")
+        settings.update(backbone_init=parser_weights, width_mult=parser_width)
+    if init is not None:  # a whole network to start from: its own backbone weights win
+        settings["backbone_init"] = None
     assert [packed(name) for name in datasets] == train_files, "train_files must follow the run's datasets"
     return TrainSettings(**settings).to_dict()  # checked here: an unknown key fails while the DAG is built
 

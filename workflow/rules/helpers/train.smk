@@ -3,7 +3,7 @@
 # Apart from the rules because Snakemake's linter flags a file that mixes rules and functions.
 import json
 
-from trainers.runs import init_source, launch_command, run_settings, run_spec, runs_of
+from trainers.runs import PARSER, backbone_source, init_source, launch_command, run_settings, run_spec, runs_of
 
 TRAIN = config["train"]
 TRAIN_ENABLED = TRAIN["enabled"] and PACK["enabled"]
@@ -54,14 +54,27 @@ def train_inputs(wildcards):
     _, init = init_source(spec, wildcards.run, TRAIN_RUNS)
     if init is not None:
         inputs["init"] = init
+    elif backbone_source(spec, wildcards.run) == PARSER:
+        if not PARSING["enabled"]:
+            raise ValueError(f"train run {wildcards.run} starts its backbone from the parser (backbone_init: parser): "
+                             f"enable parsing, or set train.runs.{wildcards.run}.backbone_init")
+        inputs["backbone_init"] = parser_weights()
+    elif backbone_source(spec, wildcards.run) is not None:
+        inputs["backbone_init"] = backbone_source(spec, wildcards.run)  # ImageNet / HRNet pose weights
     return inputs
+
+
+def _parser_width():
+    """The width of the parser's network: the demo parser's, or 1 for Graphonomy's official weights."""
+    return PARSING["demo"]["width"] if USE_DEMO_PARSER else 1.0
 
 
 def train_command(wildcards, input):
     """The run's settings (the rerun trigger: a param) inside its launch command (trainers.runs)."""
     settings = run_settings(config, wildcards.run, packed=lambda name: f"results/packed/{name}.h5",
                             train_files=list(input.packed), val_file=input.val, body=input.body,
-                            prior=input.get("prior"), init=input.get("init"), out_dir=f"results/train/{wildcards.run}")
+                            prior=input.get("prior"), init=input.get("init"), out_dir=f"results/train/{wildcards.run}",
+                            parser_weights=input.get("backbone_init"), parser_width=_parser_width())
     return launch_command(TRAIN["gpus"], TRAIN["nodes"], json.dumps(settings, sort_keys=True))
 
 
