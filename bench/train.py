@@ -4,7 +4,10 @@ step against the HMR step, and the share of each step spent waiting for the data
 device starved?), with the loader's workers as in training.
 
     python bench/train.py [--packed results/packed/demo_train.h5] [--batch 32] [--steps 3] [--workers 2]
-                          [--width-mult 1.0] [--device cpu|cuda] [--compile]
+                          [--width-mult 1.0] [--device cpu|cuda] [--compile] [--preset demo]
+
+--preset demo times the demo preset's runs instead (their backbones, widths, crop size and batch:
+resources/train_presets.yaml; PARE as its stage 1, with the part loss).
 
 Without --packed a 48-image demo split is generated, labelled and packed first (about a minute). The
 clothing prior is random (speed does not depend on it). Last line: one JSON object with the figures.
@@ -73,12 +76,21 @@ def measure(model_name: str, packed: Path, body_file: Path, prior: torch.Tensor,
     from models.smpl_head import SMPLHead
     from pipeline.body.model import BodyModel, load_body_model
 
-    s = TrainSettings(model=model_name, train_files=[str(packed)], body=str(body_file), prior="unused" if model_name == "dsr" else None,
-                      width_mult=args.width_mult, batch_size=args.batch, steps=args.steps + 1, num_workers=args.workers,
-                      dsr=DSRLossSettings(compile=args.compile), augment=AugmentSettings(occlusion_prob=0.5))
+    preset = {}
+    if args.preset:
+        from trainers.runs import load_presets
+
+        run = load_presets()[args.preset]["pare_stage1" if model_name == "pare" else model_name]
+        preset = {k: run[k] for k in ("backbone", "width_mult", "batch_size") if k in run}
+        preset["augment"] = AugmentSettings(**{**run.get("augment", {}), "occlusion_prob": 0.5})
+    s = TrainSettings(**{**dict(model=model_name, train_files=[str(packed)], body=str(body_file),
+                                prior="unused" if model_name == "dsr" else None, width_mult=args.width_mult,
+                                batch_size=args.batch, steps=args.steps + 1, num_workers=args.workers,
+                                dsr=DSRLossSettings(compile=args.compile), augment=AugmentSettings(occlusion_prob=0.5)),
+                         **preset})
     torch.manual_seed(0)
     body = BodyModel(load_body_model(body_file)).to(device)
-    head = SMPLHead(body)
+    head = SMPLHead(body, resolution=s.augment.output_resolution)
     faces = torch.as_tensor(body.faces, device=device)
     model = build_model(s, mean_params_from_packed([str(packed)])).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
@@ -103,7 +115,12 @@ def measure(model_name: str, packed: Path, body_file: Path, prior: torch.Tensor,
     step_s = float(np.mean(np.add(waits, computes)))
     return {"steps_per_s": round(1.0 / step_s, 4), "seconds_per_step": round(step_s, 3),
             "loader_wait_share": round(float(np.sum(waits) / np.sum(np.add(waits, computes))), 4),
-            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "backbone": model_backbone(s),
+            "width_mult": s.width_mult, "batch": s.batch_size, "resolution": s.augment.output_resolution}
+
+
+def model_backbone(s: TrainSettings) -> str:
+    return s.backbone or ("hrnet_w32-conv" if s.model == "pare" else "resnet50")
 
 
 def main() -> None:
@@ -116,6 +133,7 @@ def main() -> None:
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--compile", action="store_true", help="torch.compile the soft rasteriser's kernels (DSR)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--preset", choices=["demo", "paper"], help="time a preset's runs (backbone, width, crop, batch)")
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,11 +148,12 @@ def main() -> None:
                                 device=device)
         figures = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                    "batch": args.batch, "width_mult": args.width_mult, "workers": args.workers, "compile": args.compile,
+                   "preset": args.preset,
                    "models": {}}
         for name in ("hmr", "dsr", "pare"):
             row = measure(name, packed, body_file, prior, args, device)
             figures["models"][name] = row
-            print(f"{name}: {row['seconds_per_step']} s/step ({row['steps_per_s']} steps/s), loader wait "
+            print(f"{name} ({row['backbone']}, width {row['width_mult']}, batch {row['batch']}, {row['resolution']} px): {row['seconds_per_step']} s/step ({row['steps_per_s']} steps/s), loader wait "
                   f"{100 * row['loader_wait_share']:.1f}% of the step, {row['params_m']} M parameters", flush=True)
         figures["dsr_over_hmr"] = round(figures["models"]["dsr"]["seconds_per_step"] /
                                         figures["models"]["hmr"]["seconds_per_step"], 3)

@@ -30,8 +30,13 @@ rule train_pare:
         mem_mb=TRAIN["mem_mb"],
         runtime=TRAIN["runtime"],
         gpu=train_gpus(),
+        # how a training is carried out, not what it computes: resources, not params, so that a change
+        # reruns nothing
+        loader_workers=TRAIN["num_workers"],
+        train_device=TRAIN["device"],
     shell:
-        "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 {params.command} {TRAIN_RUNTIME} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} GOMP_SPINCOUNT=20000 {params.command} --num-workers {resources.loader_workers} "
+        "--device {resources.train_device} > {log} 2>&1"
 
 
 use rule train_pare as train_hmr with:

@@ -8,9 +8,6 @@ from trainers.runs import PARSER, backbone_source, init_source, launch_command, 
 TRAIN = config["train"]
 TRAIN_ENABLED = TRAIN["enabled"] and PACK["enabled"]
 TRAIN_RUNS = runs_of(TRAIN["models"]) if TRAIN_ENABLED else []
-# how a training job is carried out (not what it computes): on the command line, not in the params, so
-# that changing them reruns nothing
-TRAIN_RUNTIME = f"--num-workers {TRAIN['num_workers']} --device {TRAIN['device']}"
 
 
 def _train_split_dataset(key, split):
