@@ -43,15 +43,15 @@ def test_both_presets_define_every_run_with_valid_settings():
     assert settings_of(paper, "pare")["ratios"] == [0.3, 0.6, 0.6, 0.6, 0.1]  # PARE's mix
     assert settings_of(paper, "dsr")["ratios"] == [0.5, 0.3, 0.2] and settings_of(paper, "dsr")["start_dsr_epochs"] == 2
     assert settings_of(paper, "pare_stage1")["loss"]["part"] == 1.0 and settings_of(paper, "pare")["loss"]["part"] == 0.0
-    demo = config(preset="demo")  # the demo's backbones start from the parser, at its width
-    for run in ("pare_stage1", "hmr", "dsr"):
-        assert (settings_of(demo, run)["backbone_init"], settings_of(demo, run)["width_mult"]) == ("parser.pth", 0.25)
-    stage2 = settings_of(demo, "pare", init="results/train/pare_stage1/best.pt")
+    # a backbone may start from the parser (backbone_init: parser), at the parser's width
+    parser_start = config(runs={"hmr": {"backbone": "deeplab_xception-encoder", "backbone_init": "parser"}})
+    assert (settings_of(parser_start, "hmr")["backbone_init"], settings_of(parser_start, "hmr")["width_mult"]) == ("parser.pth", 0.25)
+    stage2 = settings_of(parser_start, "pare", init="results/train/pare_stage1/best.pt")
     assert stage2["backbone_init"] is None and stage2["init"] == "results/train/pare_stage1/best.pt"
     with pytest.raises(ValueError, match="no parser weights"):
-        settings_of(demo, "hmr", parser_weights=None)
+        settings_of(parser_start, "hmr", parser_weights=None)
     with pytest.raises(ValueError, match="deeplab_xception"):
-        settings_of(config(runs={"hmr": {"backbone": "resnet50"}}), "hmr")
+        settings_of(config(runs={"hmr": {"backbone": "resnet50", "backbone_init": "parser"}}), "hmr")
     loss = settings_of(paper, "hmr")["loss"]  # the papers' weights, from the schema
     assert (loss["keypoints"], loss["keypoints_3d"], loss["pose"], loss["betas"], loss["total"]) == (5, 5, 1, 0.001, 60)
 
