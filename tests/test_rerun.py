@@ -117,13 +117,13 @@ def test_rerun_after_a_dsr_loss_setting_change_redraws_its_figure_and_retrains_d
 
 
 def test_rerun_after_a_training_setting_change_retrains_that_model_and_what_starts_from_it(work):
-    edit_config(work, lambda c: c["train"]["loss"].update(part=2.0))  # PARE's stage 1, and stage 2 from its weights
+    edit_config(work, lambda c: c["train"].setdefault("loss", {}).update(part=2.0))  # PARE's stage 1, and stage 2 from it
     assert planned_jobs(work) == {"train_pare": 2, "train_check": 1, "train_figure": 1, "all": 1}
-    edit_config(work, lambda c: c["train"]["loss"].update(part=1.0))
+    edit_config(work, lambda c: c["train"].pop("loss"))
     edit_config(work, lambda c: c["train"]["runs"]["hmr"].update(lr=1e-3))
     assert planned_jobs(work) == {"train_hmr": 1, "train_check": 1, "train_figure": 1, "all": 1}
     edit_config(work, lambda c: c["train"]["runs"]["hmr"].pop("lr"))
-    edit_config(work, lambda c: c["train"]["check"].update(min_gain=0.5))
+    edit_config(work, lambda c: c["train"]["check"].update(min_gain=0.5))  # the check alone
     assert planned_jobs(work) == {"train_check": 1, "all": 1}
 
 

@@ -35,7 +35,8 @@ SMALL_WORLD = {
 # every run two steps of a tiny network; a two-step model cannot beat the baseline, so the check reports only
 TINY_RUN = {"steps": 2, "width_mult": 0.0625, "batch_size": 4, "val_every": 2, "checkpoint_every": 1, "log_every": 1,
             "augment": {"output_resolution": 64}}
-TINY_TRAIN = {"runs": {"pare_stage1": TINY_RUN, "pare": TINY_RUN, "hmr": TINY_RUN, "dsr": {**TINY_RUN, "start_dsr_epochs": 0}},
+TINY_TRAIN = {"runs": {run: json.loads(json.dumps({**TINY_RUN, **({"start_dsr_epochs": 0} if run == "dsr" else {})}))
+                       for run in ("pare_stage1", "pare", "hmr", "dsr")},  # copies: no YAML aliases between runs
               "num_workers": 0, "check": {"fail": False}}
 # what a change of the demo training split's packed file retrains
 TRAIN_ALL = {"train_pare": 2, "train_hmr": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1}
