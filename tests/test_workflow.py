@@ -85,7 +85,7 @@ def test_the_demo_parser_trains_at_one_size_and_labels_at_another(workdir):
         plan = snakemake("-n", "-p", "--cores", "2", "all", cwd=workdir).stdout.splitlines()
         train = [line for line in plan if "trainers.demo_parser" in line]
         parse = [line for line in plan if "pipeline.parsing shard" in line or "pipeline.prior map" in line]
-        assert len(train) == 1 and len(parse) == 3 + 2, plan[-40:]
+        assert len(train) == 1 and len(parse) == 4 + 2, plan[-40:]
         return train[0], parse
 
     train, parse = plan_commands()
@@ -125,12 +125,12 @@ def test_run_builds_body_model_world_and_figures(workdir):
             assert gt["crop_parts"].shape == (count, 224, 224)
     index = json.loads((workdir / "results/world/scans/index.json").read_text())["scans"]
     assert len(index) == 3 and all((workdir / "results/world/scans" / s["mesh"]).is_file() for s in index)
-    assert np.asarray(Image.open(workdir / "results/figures/world_samples.png")).shape[0] == 9 * 224
+    assert np.asarray(Image.open(workdir / "results/figures/world_samples.png")).shape[0] == 12 * 224  # 3 rows per split
     check = json.loads((workdir / "results/checks/partseg.json").read_text())
     assert check["pixel_agreement"] >= 0.99 and check["samples"] == 6 + 3 + 3 + 3 - check_absent(workdir)
     assert set(check["per_part_iou"]) >= {"head", "leftHand", "rightFoot"}
     parsing = json.loads((workdir / "results/checks/parsing.json").read_text())
-    assert parsing["samples"] == 6 and 0 <= parsing["miou"] <= 1 and "meets_goal" in parsing  # a 20-step parser: no bar
+    assert parsing["samples"] == 9 and 0 <= parsing["miou"] <= 1 and "meets_goal" in parsing  # a 20-step parser: no bar
     index = json.loads((workdir / "results/parsing/demo_train/index.json").read_text())
     assert index["counts"]["rows"] == 6 and index["counts"]["skipped"] == 0
     prior_check = json.loads((workdir / "results/checks/prior.json").read_text())

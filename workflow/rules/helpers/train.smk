@@ -66,12 +66,14 @@ def _parser_width():
     return PARSING["demo"]["width"] if USE_DEMO_PARSER else 1.0
 
 
-def train_command(wildcards, input):
-    """The run's settings (the rerun trigger: a param) inside its launch command (trainers.runs)."""
+def train_command(wildcards):
+    """The run's settings (the rerun trigger: a param) inside its launch command (trainers.runs). It takes
+    the wildcards alone: Snakemake does not compare params that are functions of `input` for reruns."""
+    inputs = train_inputs(wildcards)
     settings = run_settings(config, wildcards.run, packed=lambda name: f"results/packed/{name}.h5",
-                            train_files=list(input.packed), val_file=input.val, body=input.body,
-                            prior=input.get("prior"), init=input.get("init"), out_dir=f"results/train/{wildcards.run}",
-                            parser_weights=input.get("backbone_init"), parser_width=_parser_width())
+                            train_files=list(inputs["packed"]), val_file=inputs["val"], body=inputs["body"],
+                            prior=inputs.get("prior"), init=inputs.get("init"), out_dir=f"results/train/{wildcards.run}",
+                            parser_weights=inputs.get("backbone_init"), parser_width=_parser_width())
     return launch_command(TRAIN["gpus"], TRAIN["nodes"], json.dumps(settings, sort_keys=True))
 
 
