@@ -226,6 +226,11 @@ def test_a_configured_real_dataset_gets_labels_through_the_workflow(workdir):
     config["datasets"] = {"spin_example": {"annotations": "spin_example.npz", "images": str(real)}}
     config["parsing"]["enabled"] = False  # no demo world to train a parser on, no official weights: parts only
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    # the demo training preset names the demo world's splits: without the world, training says what to set
+    failed = snakemake("-n", "--cores", "2", "all", cwd=workdir, check=False)
+    assert failed.returncode != 0 and "unknown dataset 'demo_train'" in failed.stdout + failed.stderr
+    config["train"]["enabled"] = False
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     plan = snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     assert "world_image_shard" not in plan and "partseg_check" not in plan and "parsing" not in plan
     snakemake("--cores", "2", "all", cwd=workdir)
