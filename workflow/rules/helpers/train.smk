@@ -49,15 +49,16 @@ def train_inputs(wildcards):
     if spec.get("model") == "dsr":
         inputs["prior"] = "results/prior/clothing_prior.npz"
     _, init = init_source(spec, wildcards.run, TRAIN_RUNS)
+    backbone = backbone_source(spec, wildcards.run)
     if init is not None:
         inputs["init"] = init
-    elif backbone_source(spec, wildcards.run) == PARSER:
+    elif backbone == PARSER:
         if not PARSING["enabled"]:
             raise ValueError(f"train run {wildcards.run} starts its backbone from the parser (backbone_init: parser): "
                              f"enable parsing, or set train.runs.{wildcards.run}.backbone_init")
         inputs["backbone_init"] = parser_weights()
-    elif backbone_source(spec, wildcards.run) is not None:
-        inputs["backbone_init"] = backbone_source(spec, wildcards.run)  # ImageNet / HRNet pose weights
+    elif backbone is not None:
+        inputs["backbone_init"] = backbone  # ImageNet / HRNet pose weights
     return inputs
 
 
@@ -82,7 +83,7 @@ def train_gpus():
 
 
 def train_check_inputs(wildcards):
-    models = [m for m in TRAIN["models"]]
+    models = TRAIN["models"]
     return {"models": [f"results/train/{m}/best.pt" for m in models], "test": f"results/packed/{train_test_dataset()}.h5",
             "train": sorted({f"results/packed/{n}.h5" for m in models for n in run_spec(TRAIN, m)["datasets"]}),
             "body": body_model_file()}
