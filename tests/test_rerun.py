@@ -111,6 +111,12 @@ def test_rerun_after_a_prior_parameter_change_redoes_the_prior_and_the_packs_onl
                                   **TRAIN_ALL, "all": 1}
 
 
+def test_rerun_after_a_packing_setting_change_repacks_and_retrains_only(work):
+    # the packing options that come from the config are compared (they are not a function of input)
+    edit_config(work, lambda c: c.setdefault("pack", {}).update(jpeg_quality=80))
+    assert planned_jobs(work) == {"pack_split": 5, "dsr_figure": 1, **TRAIN_ALL, "all": 1}
+
+
 def test_rerun_after_a_dsr_loss_setting_change_redraws_its_figure_and_retrains_dsr_only(work):
     edit_config(work, lambda c: c.setdefault("dsr_losses", {}).update(sigma=2e-5))
     assert planned_jobs(work) == {"dsr_figure": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1, "all": 1}

@@ -11,7 +11,8 @@ rule pack_split:
     output:
         "results/packed/{dataset}.h5",
     params:
-        options=pack_options,
+        settings=pack_settings,
+        inputs=pack_input_options,
         format_version=PACK_FORMAT_VERSION,
     log:
         "logs/pack_split/{dataset}.log",
@@ -23,7 +24,7 @@ rule pack_split:
         mem_mb=4000,
         runtime=120,
     shell:
-        "python -m pipeline.pack split {input.annotations} {output} {params.options} > {log} 2>&1 "
+        "python -m pipeline.pack split {input.annotations} {output} {params.settings} {params.inputs} > {log} 2>&1 "
         "&& python -m pipeline.pack verify {output} >> {log} 2>&1"
 
 

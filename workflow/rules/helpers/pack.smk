@@ -20,19 +20,26 @@ def pack_inputs(wildcards):
     return inputs
 
 
-def pack_options(wildcards, input):
+def pack_settings(wildcards):
+    """The options that come from the config: a function of the wildcards alone, so that Snakemake
+    compares them and a changed setting repacks (it does not compare params that are functions of input)."""
     import json
     import shlex
 
     spec = dataset_spec(wildcards.dataset)
-    # the config that shapes the file, recorded in it (and a rerun trigger through params)
+    # the config that shapes the file, recorded in it
     subset = {"labels": config["labels"], "pack": PACK, "partseg": {k: PARTSEG[k] for k in ("focal_length", "backend")}}
-    options = (
-        f"--dataset {wildcards.dataset} --images {spec['images']} --parts {input.parts} --body {input.body} "
+    return (
+        f"--dataset {wildcards.dataset} --images {spec['images']} "
         f"--label-resolution {config['labels']['resolution']} --context {PACK['context']} "
         f"--image-format {PACK['image_format']} --jpeg-quality {PACK['jpeg_quality']} "
         f"--config-json {shlex.quote(json.dumps(subset, sort_keys=True))}"
     )
+
+
+def pack_input_options(wildcards, input):
+    """The options that name input files (a changed file reruns the job through its input)."""
+    options = f"--parts {input.parts} --body {input.body}"
     for key, flag in (("parsing", "--parsing"), ("parser_weights", "--parser-weights"), ("prior", "--prior")):
         if key in input.keys():
             options += f" {flag} {input[key]}"
