@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--preset", choices=["demo", "paper"], help="time a preset's runs (backbone, width, crop, batch)")
     args = parser.parse_args()
+    if args.packed and not args.body:
+        parser.error("--packed needs --body, the body model the file was packed with (results/body/demo_body.npz)")
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.packed:
