@@ -51,6 +51,8 @@ def test_a_model_that_answers_the_mean_scores_the_baseline_and_fails(tmp_path, p
     assert model["mpjpe"] == pytest.approx(result["baseline"]["mpjpe"], rel=1e-4)
     assert model["pa_mpjpe"] == pytest.approx(result["baseline"]["pa_mpjpe"], rel=1e-4)
     assert abs(model["gain_mpjpe"]) < 1e-3 and not model["passed"] and not result["passed"]
+    # the same answer for every image: no spread, while the truth's rotations vary
+    assert model["spread_root"] < 1e-6 and model["spread_body"] < 1e-6
     out = tmp_path / "train.json"
     with pytest.raises(SystemExit, match="hmr did not beat the mean-pose baseline by 20%"):
         main([str(packed), str(body_file), str(out), "--models", str(trained / "zeroed.pt"), "--train-files", str(packed),
@@ -96,3 +98,20 @@ def test_training_curves_figure(tmp_path, trained):
     # each run has its own colour in the loss panel (orange: the second run)
     loss_panel = figure[22:22 + 320, :480]
     assert (np.abs(loss_panel.astype(int) - (255, 127, 14)).sum(-1) < 30).sum() > 20
+
+
+def test_prediction_spread_compares_the_answers_variation_with_the_truths():
+    from models.rotations import axis_angle_to_rotmat
+    from trainers.train import prediction_spread
+
+    g = torch.Generator().manual_seed(0)
+    true = axis_angle_to_rotmat(torch.randn(50, 24, 3, generator=g))
+    same = true[:1].expand(50, -1, -1, -1)
+    s = prediction_spread(same, true)
+    assert s["spread_root"] == 0.0 and s["spread_body"] == 0.0
+    assert s["true_spread_root"] > 0.2 and s["true_spread_body"] > 0.2
+    mine = prediction_spread(true, true)
+    assert mine["spread_root"] == mine["true_spread_root"] and mine["spread_body"] == mine["true_spread_body"]
+    only_root = true.clone()
+    only_root[:, 1:] = true[0, 1:]
+    assert prediction_spread(only_root, true)["spread_body"] == 0.0 < prediction_spread(only_root, true)["spread_root"]

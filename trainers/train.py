@@ -166,7 +166,9 @@ def best_score(model: str, errors: dict) -> float:
 def evaluate(model, head: SMPLHead, path: str, device: torch.device, batch_size: int = 32,
              predict=None) -> dict:
     """Mean MPJPE and PA-MPJPE (mm, LSP-14 of H36M-17) over the rows of a packed file that have SMPL
-    parameters, without augmentation; the ground truth is the body model on those parameters."""
+    parameters, without augmentation; the ground truth is the body model on those parameters. Also how
+    much the answers vary between images against the truth (`prediction_spread`): a regressor that
+    ignores its input answers every image alike."""
     from models.rotations import axis_angle_to_rotmat
 
     data = PackedDataset([path])
@@ -176,17 +178,32 @@ def evaluate(model, head: SMPLHead, path: str, device: torch.device, batch_size:
     was_training = model.training
     model.eval()
     errors = {"mpjpe": [], "pa_mpjpe": []}
+    predicted, true = [], []
     for lo in range(0, len(rows), batch_size):
         batch = to_device(data.batch([(0, int(r), 0, 0) for r in rows[lo:lo + batch_size]]), device)
         images = normalize_images(batch["image"])
         pred = model(images) if predict is None else predict(images)
         out = head.predict(pred)
-        gt = head.body(betas=batch["betas"].float(), rotmat=axis_angle_to_rotmat(batch["pose"].float().reshape(-1, 24, 3)))
+        gt_rotmat = axis_angle_to_rotmat(batch["pose"].float().reshape(-1, 24, 3))
+        gt = head.body(betas=batch["betas"].float(), rotmat=gt_rotmat)
         e = joint_errors(out.h36m_joints.float(), gt.h36m_joints.float())
         for k in errors:
             errors[k].append(e[k].cpu())
+        predicted.append(pred.rotmat.float().cpu())
+        true.append(gt_rotmat.cpu())
     model.train(was_training)
-    return {k: float(torch.cat(v).mean()) for k, v in errors.items()} | {"rows": len(rows)}
+    return {k: float(torch.cat(v).mean()) for k, v in errors.items()} | {"rows": len(rows)} | \
+        prediction_spread(torch.cat(predicted), torch.cat(true))
+
+
+def prediction_spread(predicted: torch.Tensor, true: torch.Tensor) -> dict:
+    """The standard deviation over images of the rotation-matrix entries (N, 24, 3, 3), averaged over the
+    entries, for the root and for the other joints, predicted and true."""
+    def spread(r: torch.Tensor) -> float:
+        return float(r.std(0).mean()) if len(r) > 1 else 0.0
+
+    return {"spread_root": spread(predicted[:, 0]), "spread_body": spread(predicted[:, 1:]),
+            "true_spread_root": spread(true[:, 0]), "true_spread_body": spread(true[:, 1:])}
 
 
 def step_loss(model, head: SMPLHead, batch: dict, s: TrainSettings, step: int, faces=None, prior=None,

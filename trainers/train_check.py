@@ -9,6 +9,8 @@ model on the ground-truth parameters. The baseline answers every image with the 
 the training rows (the regressors' own starting point, MeanParams): the camera does not enter these
 pelvis-centred 3D errors, so its best camera changes nothing. A model passes when both its errors are at
 most (1 - min_gain) x the baseline's; the command fails naming the models that do not, unless --no-fail.
+Each model's `spread_root` / `spread_body`: how much its predicted rotations vary between the test images,
+as a fraction of how much the true ones do (near 0: the model answers every image alike; a warning says so).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pipeline.config import resolve_device
 from pipeline.io import atomic_output
 
 log = logging.getLogger(__name__)
+
+COLLAPSED_SPREAD = 0.25  # answers varying less than this fraction of the truth's spread: the image is ignored
 
 
 class MeanPose(torch.nn.Module):
@@ -78,11 +82,19 @@ def run_check(test: str, body_file: str, models: list[str], train_files: list[st
         errors = evaluate(net.to(dev), SMPLHead(body, resolution=resolution), test, dev, batch_size)
         gains = {k: 1.0 - errors[k] / baseline[k] for k in ("mpjpe", "pa_mpjpe")}
         passed = all(g >= min_gain for g in gains.values())
+        # how much the answers vary between images, as a fraction of how much the truth does
+        spread = {part: errors[f"spread_{part}"] / max(errors[f"true_spread_{part}"], 1e-12) for part in ("root", "body")}
         result["models"][name] = {"checkpoint": str(path), "mpjpe": errors["mpjpe"], "pa_mpjpe": errors["pa_mpjpe"],
-                                  "gain_mpjpe": gains["mpjpe"], "gain_pa_mpjpe": gains["pa_mpjpe"], "passed": passed}
+                                  "gain_mpjpe": gains["mpjpe"], "gain_pa_mpjpe": gains["pa_mpjpe"], "passed": passed,
+                                  "spread_root": spread["root"], "spread_body": spread["body"]}
         log.info("%s: MPJPE %.1f mm (%.0f%% below the baseline), PA-MPJPE %.1f mm (%.0f%% below): %s", name,
                  errors["mpjpe"], 100 * gains["mpjpe"], errors["pa_mpjpe"], 100 * gains["pa_mpjpe"],
                  "passes" if passed else "FAILS")
+        if min(spread.values()) < COLLAPSED_SPREAD:
+            log.warning("%s answers nearly alike for every image: its rotations vary %.0f%% (root) and %.0f%% (other "
+                        "joints) as much as the truth's between the test images; it has not learned to read them "
+                        "(train longer, or from pretrained backbone weights)", name, 100 * spread["root"],
+                        100 * spread["body"])
     result["passed"] = all(m["passed"] for m in result["models"].values())
     return result
 
