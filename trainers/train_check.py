@@ -62,6 +62,10 @@ def load_trained(path: str | Path) -> tuple[str, torch.nn.Module, int]:
     return model, net.eval(), int(settings["augment"]["output_resolution"])
 
 
+def _relative(gain: float) -> str:
+    return f"{100 * gain:.0f}% below" if gain >= 0 else f"{-100 * gain:.0f}% above"
+
+
 def run_check(test: str, body_file: str, models: list[str], train_files: list[str], min_gain: float,
               mean_params: str | None = None, device: str = "auto", batch_size: int = 32) -> dict:
     from trainers.train import evaluate, mean_params_from_packed
@@ -87,8 +91,8 @@ def run_check(test: str, body_file: str, models: list[str], train_files: list[st
         result["models"][name] = {"checkpoint": str(path), "mpjpe": errors["mpjpe"], "pa_mpjpe": errors["pa_mpjpe"],
                                   "gain_mpjpe": gains["mpjpe"], "gain_pa_mpjpe": gains["pa_mpjpe"], "passed": passed,
                                   "spread_root": spread["root"], "spread_body": spread["body"]}
-        log.info("%s: MPJPE %.1f mm (%.0f%% below the baseline), PA-MPJPE %.1f mm (%.0f%% below): %s", name,
-                 errors["mpjpe"], 100 * gains["mpjpe"], errors["pa_mpjpe"], 100 * gains["pa_mpjpe"],
+        log.info("%s: MPJPE %.1f mm (%s the baseline's), PA-MPJPE %.1f mm (%s): %s", name, errors["mpjpe"],
+                 _relative(gains["mpjpe"]), errors["pa_mpjpe"], _relative(gains["pa_mpjpe"]),
                  "passes" if passed else "FAILS")
         if min(spread.values()) < COLLAPSED_SPREAD:
             log.warning("%s answers nearly alike for every image: its rotations vary %.0f%% (root) and %.0f%% (other "
