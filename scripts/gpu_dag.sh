@@ -21,16 +21,9 @@ import sys
 
 import yaml
 
+# the presets' merge: dictionaries key by key, a `datasets` mapping replaced whole
+from trainers.runs import _merge as merge
 from trainers.runs import load_presets
-
-
-def merge(base, top):
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-
 
 factor, extra, out = float(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 config = yaml.safe_load(open("config.yaml"))
@@ -39,7 +32,7 @@ for run, spec in load_presets()[config["train"]["preset"]].items():
     steps = max(2, int(round(spec["steps"] * factor)))
     every = max(1, min(steps, int(round(spec["val_every"] * factor))))
     runs.setdefault(run, {}).update(steps=steps, val_every=every, checkpoint_every=every)
-merge(config, extra)
+config = merge(config, extra)
 with open(out, "w") as f:
     yaml.safe_dump(config, f)
 print(json.dumps(config["train"]["runs"]))

@@ -22,7 +22,6 @@ H36M_PELVIS = 0
 # the 24 ground-truth joints of JOINTS49 (the `S` array) -> the same 17 (SPIN's J24_TO_J17): head (H36M)
 # for the head top, then pelvis (MPII), spine (H36M), jaw (H36M)
 J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
-J24_TO_J14 = J24_TO_J17[:14]
 J17_PELVIS = 14  # the pelvis among the 17
 PCK_THRESHOLD_MM = 150.0
 AUC_THRESHOLDS_MM = tuple(5.0 * i for i in range(31))  # 0, 5, ..., 150
