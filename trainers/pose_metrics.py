@@ -23,6 +23,8 @@ H36M_PELVIS = 0
 # for the head top, then pelvis (MPII), spine (H36M), jaw (H36M)
 J24_TO_J17 = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17)
 J17_PELVIS = 14  # the pelvis among the 17
+J24_TO_J14 = J24_TO_J17[:14]  # the 14 LSP joints of `S` (SPIN's J24_TO_J14)
+J24_PELVIS = J24_TO_J17[J17_PELVIS]
 PCK_THRESHOLD_MM = 150.0
 AUC_THRESHOLDS_MM = tuple(5.0 * i for i in range(31))  # 0, 5, ..., 150
 
@@ -58,6 +60,13 @@ def mpi17_from_j24(joints24: torch.Tensor) -> torch.Tensor:
     return j - j[:, J17_PELVIS:J17_PELVIS + 1]
 
 
+def lsp14_from_j24(joints24: torch.Tensor) -> torch.Tensor:
+    """(B, 24, 3 or 4) ground-truth joints (`S`) -> (B, 14, 3) LSP joints, centred on the pelvis (SPIN's
+    files store S already pelvis-centred; the demo world's are camera coordinates)."""
+    j = joints24[..., :3]
+    return j[:, list(J24_TO_J14)] - j[:, J24_PELVIS:J24_PELVIS + 1]
+
+
 def joint_distances(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """(B, J) distance in mm of every joint of already aligned joints (B, J, 3) in metres."""
     return 1000.0 * (pred - gt).norm(dim=-1)
@@ -88,6 +97,14 @@ def joint_errors(pred_h36m: torch.Tensor, gt_h36m: torch.Tensor, per_joint: bool
     return out | ({"per_joint": d, "pa_per_joint": d_pa} if per_joint else {})
 
 
+def joint_errors_from_s(pred_h36m: torch.Tensor, gt_j24: torch.Tensor, per_joint: bool = False) -> dict[str, torch.Tensor]:
+    """As joint_errors, against a dataset's 24 ground-truth joints (`S`: Human3.6M in SPIN's evaluation)."""
+    p, g = lsp14_from_h36m(pred_h36m), lsp14_from_j24(gt_j24.to(pred_h36m.dtype))
+    d, d_pa = joint_distances(p, g), joint_distances(procrustes_align(p, g), g)
+    out = {"mpjpe": d.mean(-1), "pa_mpjpe": d_pa.mean(-1)}
+    return out | ({"per_joint": d, "pa_per_joint": d_pa} if per_joint else {})
+
+
 def pck(distances_mm: torch.Tensor, threshold_mm: float = PCK_THRESHOLD_MM) -> torch.Tensor:
     """(B,) fraction of joints (B, J distances in mm) within the threshold (a distance equal to it counts)."""
     return (distances_mm <= threshold_mm).to(distances_mm.dtype).mean(-1)
@@ -103,5 +120,6 @@ def mpi_joint_errors(pred_h36m: torch.Tensor, gt_j24: torch.Tensor) -> dict[str,
     the 17 joints, pelvis-centred. {"mpjpe", "pa_mpjpe", "pck", "auc"} per sample (B,), and
     "per_joint" (B, 17) mm; PCK and AUC of the unaligned (pelvis-centred) joints, as the benchmark's."""
     p, g = mpi17_from_h36m(pred_h36m), mpi17_from_j24(gt_j24.to(pred_h36m.dtype))
-    d = joint_distances(p, g)
-    return {"mpjpe": d.mean(-1), "pa_mpjpe": pa_mpjpe(p, g), "pck": pck(d), "auc": auc(d), "per_joint": d}
+    d, d_pa = joint_distances(p, g), joint_distances(procrustes_align(p, g), g)
+    return {"mpjpe": d.mean(-1), "pa_mpjpe": d_pa.mean(-1), "pck": pck(d), "auc": auc(d), "per_joint": d,
+            "pa_per_joint": d_pa}
