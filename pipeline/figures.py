@@ -79,3 +79,87 @@ def line_chart(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xla
     draw.text((w - right - 40, h - bottom + 4), f"{x1:.6g}", fill=(0, 0, 0))
     draw.text(((left + w) // 2 - 3 * len(xlabel), h - bottom + 16), xlabel, fill=(0, 0, 0))
     return np.asarray(img)
+
+
+def heat_colours(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """(..., 3) uint8: a blue-cyan-yellow-red ramp of `values` scaled from vmin to vmax."""
+    t = np.clip((np.asarray(values, np.float64) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    stops = np.array([[0, 0, 160], [0, 200, 255], [255, 230, 0], [215, 25, 28]], np.float64)
+    pos = t * (len(stops) - 1)
+    k = np.minimum(pos.astype(int), len(stops) - 2)
+    frac = (pos - k)[..., None]
+    return (stops[k] * (1 - frac) + stops[k + 1] * frac).round().astype(np.uint8)
+
+
+def heatmap_tile(image: np.ndarray, cells: np.ndarray, boxes: np.ndarray, vmin: float, vmax: float, title: str,
+                 size: int = 200, alpha: float = 0.55) -> np.ndarray:
+    """An RGB tile (size + 30, size, 3): `image` (R, R, 3) with each cell value (n, n) coloured over its
+    window (`boxes` (n, n, 4): top, bottom, left, right in image pixels), and a two-line title above."""
+    base = image.astype(np.float64).copy()
+    colours = heat_colours(cells, vmin, vmax)
+    for i in range(cells.shape[0]):
+        for j in range(cells.shape[1]):
+            t, b, l, r = (int(v) for v in boxes[i, j])
+            base[t:b, l:r] = (1 - alpha) * base[t:b, l:r] + alpha * colours[i, j]
+    tile = Image.fromarray(base.round().astype(np.uint8)).resize((size, size), Image.NEAREST)
+    canvas = Image.new("RGB", (size, size + 30), (255, 255, 255))
+    canvas.paste(tile, (0, 30))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(title.split("\n")[:2]):
+        draw.text((4, 3 + 13 * k), line, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def colour_bar(vmin: float, vmax: float, label: str, width: int = 200, height: int = 230) -> np.ndarray:
+    """A vertical colour scale tile for heatmap_tile's colours, labelled at both ends."""
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    ramp = heat_colours(np.linspace(vmax, vmin, height - 60)[:, None].repeat(24, 1), vmin, vmax)
+    img.paste(Image.fromarray(ramp), (20, 40))
+    draw = ImageDraw.Draw(img)
+    draw.text((4, 8), label, fill=(0, 0, 0))
+    draw.text((50, 40), f"{vmax:.0f}", fill=(0, 0, 0))
+    draw.text((50, height - 32), f"{vmin:.0f}", fill=(0, 0, 0))
+    return np.asarray(img)
+
+
+def bar_chart(groups: dict[str, dict[str, float]], title: str, ylabel: str, size: tuple[int, int] = (640, 320),
+              references: dict[str, dict[str, float]] | None = None) -> np.ndarray:
+    """Grouped bars as an RGB tile: per group (e.g. a benchmark) one bar per series (e.g. a model), with an
+    optional reference value per (group, series) drawn as a black tick (e.g. a paper's number)."""
+    w, h = size
+    left, right, top, bottom = 50, 12, 24, 46
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.text((left, 5), title, fill=(0, 0, 0))
+    references = references or {}
+    series = sorted({s for g in groups.values() for s in g})
+    values = [v for g in groups.values() for v in g.values() if np.isfinite(v)]
+    values += [v for g in references.values() for v in g.values() if np.isfinite(v)]
+    if not groups or not series or not values:
+        draw.text((left, h // 2), "no data", fill=(120, 120, 120))
+        return np.asarray(img)
+    y1 = max(values) * 1.1 or 1.0
+    draw.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
+    span = (w - left - right) / len(groups)
+    bar = span * 0.8 / len(series)
+
+    def y_at(v):
+        return h - bottom - v / y1 * (h - top - bottom)
+
+    for gi, (group, vals) in enumerate(groups.items()):
+        x0 = left + gi * span + span * 0.1
+        for si, name in enumerate(series):
+            if name in vals and np.isfinite(vals[name]):
+                colour = PALETTE[si % len(PALETTE)]
+                draw.rectangle([x0 + si * bar, y_at(vals[name]), x0 + (si + 1) * bar - 2, h - bottom], fill=colour)
+                draw.text((x0 + si * bar, y_at(vals[name]) - 11), f"{vals[name]:.0f}", fill=(0, 0, 0))
+            ref = references.get(group, {}).get(name)
+            if ref is not None:
+                draw.line([(x0 + si * bar - 2, y_at(ref)), (x0 + (si + 1) * bar, y_at(ref))], fill=(0, 0, 0), width=3)
+        draw.text((x0, h - bottom + 4), group[:int(span / 6)], fill=(0, 0, 0))
+    for si, name in enumerate(series):
+        draw.text((left + 4 + 110 * si, h - 16), name, fill=PALETTE[si % len(PALETTE)])
+    draw.text((4, top), f"{y1:.3g}", fill=(0, 0, 0))
+    draw.text((4, h - bottom - 10), "0", fill=(0, 0, 0))
+    draw.text((4, (top + h - bottom) // 2), ylabel[:8], fill=(0, 0, 0))
+    return np.asarray(img)
