@@ -14,8 +14,9 @@ extras=""
 
 # Headless OpenGL for pyrender: EGL with Mesa's software driver (llvmpipe) on CPU machines.
 apt_packages=(libegl1 libgl1-mesa-dri libegl-mesa0)
-# Tests: a real SLURM cluster of one node (tests/test_slurm.py skips, saying why, without them).
-[[ "${1:-}" == "--dev" ]] && apt_packages+=(slurm-wlm slurmctld slurmd slurm-client munge)
+# Tests: a real SLURM cluster of one node (tests/test_slurm.py skips, saying why, without them), and
+# Chromium to render the Snakemake report headless (tests/test_workflow.py skips that check without it).
+[[ "${1:-}" == "--dev" ]] && apt_packages+=(slurm-wlm slurmctld slurmd slurm-client munge chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from test_workflow import SMALL_WORLD, TINY_TRAIN, TRAIN_ALL, snakemake
+from test_workflow import EVAL_ONE, SMALL_WORLD, TINY_TRAIN, TRAIN_ALL, snakemake
 
 REAL = REPO.parent / "shared" / "fixtures" / "real"
 
@@ -119,15 +119,15 @@ def test_rerun_after_a_packing_setting_change_repacks_and_retrains_only(work):
 
 def test_rerun_after_a_dsr_loss_setting_change_redraws_its_figure_and_retrains_dsr_only(work):
     edit_config(work, lambda c: c.setdefault("dsr_losses", {}).update(sigma=2e-5))
-    assert planned_jobs(work) == {"dsr_figure": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1, "all": 1}
+    assert planned_jobs(work) == {"dsr_figure": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1, **EVAL_ONE, "all": 1}
 
 
 def test_rerun_after_a_training_setting_change_retrains_that_model_and_what_starts_from_it(work):
     edit_config(work, lambda c: c["train"].setdefault("loss", {}).update(part=2.0))  # PARE's stage 1, and stage 2 from it
-    assert planned_jobs(work) == {"train_pare": 2, "train_check": 1, "train_figure": 1, "all": 1}
+    assert planned_jobs(work) == {"train_pare": 2, "train_check": 1, "train_figure": 1, **EVAL_ONE, "all": 1}
     edit_config(work, lambda c: c["train"].pop("loss"))
     edit_config(work, lambda c: c["train"]["runs"]["hmr"].update(lr=1e-3))
-    assert planned_jobs(work) == {"train_hmr": 1, "train_check": 1, "train_figure": 1, "all": 1}
+    assert planned_jobs(work) == {"train_hmr": 1, "train_check": 1, "train_figure": 1, **EVAL_ONE, "all": 1}
     edit_config(work, lambda c: c["train"]["runs"]["hmr"].pop("lr"))
     edit_config(work, lambda c: c["train"]["check"].update(min_gain=0.5))  # the check alone
     assert planned_jobs(work) == {"train_check": 1, "all": 1}
@@ -138,7 +138,18 @@ def test_rerun_nothing_after_an_unrelated_config_change(work):
     edit_config(work, lambda c: c["parsing"].setdefault("demo", {}).update(steps=5))
     # how a training runs (loader processes), not what it computes
     edit_config(work, lambda c: c["train"].update(num_workers=1))
+    # nor how an evaluation runs
+    edit_config(work, lambda c: c["evaluation"].update(num_workers=0, batch_size=7))
     assert planned_jobs(work) == {}
+
+
+def test_rerun_after_an_evaluation_setting_change_evaluates_again_only(work):
+    edit_config(work, lambda c: c["evaluation"]["sensitivity"].update(stride=30))  # the maps alone
+    assert planned_jobs(work) == {"eval_sensitivity": 3, "all": 1}
+    edit_config(work, lambda c: c["evaluation"]["sensitivity"].update(stride=40))
+    edit_config(work, lambda c: c["evaluation"].update(demo_splits=["test"], sensitivity={"benchmarks": ["demo_test"]}))
+    # fewer benchmarks: the table again, the new split's maps; the other results stay
+    assert planned_jobs(work) == {"eval_sensitivity": 3, "eval_table": 1, "all": 1}
 
 
 def test_incremental_touch_reruns_only_where_snakemake_cannot_checksum(work):

@@ -1,5 +1,6 @@
 """The Snakemake workflow itself: lint, dry run and a real run of the default targets."""
 
+import csv
 import json
 import re
 import subprocess
@@ -38,8 +39,13 @@ TINY_RUN = {"steps": 2, "width_mult": 0.0625, "batch_size": 4, "val_every": 2, "
 TINY_TRAIN = {"runs": {run: json.loads(json.dumps({**TINY_RUN, **({"start_dsr_epochs": 0} if run == "dsr" else {})}))
                        for run in ("pare_stage1", "pare", "hmr", "dsr")},  # copies: no YAML aliases between runs
               "num_workers": 0, "check": {"fail": False}}
-# what a change of the demo training split's packed file retrains
-TRAIN_ALL = {"train_pare": 2, "train_hmr": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1}
+# what a change of the demo training split's packed file retrains, and then evaluates again (three models on
+# the demo test and occluded splits, the occluded split's sensitivity maps, the table)
+TRAIN_ALL = {"train_pare": 2, "train_hmr": 1, "train_dsr": 1, "train_check": 1, "train_figure": 1, "evaluate": 6,
+             "eval_sensitivity": 3, "eval_table": 1}
+# what a retrained model evaluates again
+EVAL_ONE = {"evaluate": 2, "eval_sensitivity": 1, "eval_table": 1}
+REPORT = {}  # the run test's report, for the Chromium test
 
 
 @pytest.fixture
@@ -155,6 +161,29 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert set(train_check["models"]) == {"pare", "hmr", "dsr"} and train_check["rows"] == 3
     assert train_check["baseline"]["mpjpe"] > 0 and all(m["mpjpe"] > 0 for m in train_check["models"].values())
     assert np.asarray(Image.open(workdir / "results/figures/train_curves.png")).shape[1] == 2 * 480
+    # the evaluation: each model on the demo test and occluded splits, the table, the sensitivity maps
+    with open(workdir / "results/eval/table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert sorted((r["model"], r["benchmark"]) for r in table) == sorted(
+        (m, b) for m in ("pare", "hmr", "dsr") for b in ("demo_occluded", "demo_test"))
+    for row in table:
+        result = json.loads((workdir / f"results/eval/{row['model']}/{row['benchmark']}.json").read_text())
+        assert result["scored"] == 3 and result["skipped"] == 0 and result["kind"] == "demo"
+        assert float(row["mpjpe"]) == pytest.approx(result["mpjpe"]) and result["pve"] > 0 and row["paper"] == ""
+        with np.load(workdir / f"results/eval/{row['model']}/{row['benchmark']}_samples.npz") as z:
+            assert z["per_joint"].shape == (3, 14)
+    for model in ("pare", "hmr", "dsr"):
+        with np.load(workdir / f"results/eval/{model}/sensitivity/demo_occluded.npz") as z:
+            assert z["per_joint"].shape == (3, 6, 6, 14)
+        assert Image.open(workdir / f"results/eval/{model}/sensitivity/demo_occluded.png").size[0] == 4 * 200
+    assert "| pare | demo_test | 3 | 0 |" in (workdir / "results/eval/table.md").read_text()
+    # the report holds every registered figure and table
+    snakemake("--report", "report.html", cwd=workdir)
+    html = (workdir / "report.html").read_text()
+    for name in ("body_model.png", "world_samples.png", "train_curves.png", "eval.png", "table.csv", "demo_occluded.png",
+                 "Occlusion sensitivity", "Evaluation", "Training"):
+        assert name in html, name
+    REPORT["html"] = workdir / "report.html"
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
     # growing the train split reruns its last shard, its merge and the figure; nothing else
@@ -172,6 +201,29 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan
+
+
+def test_the_report_renders_in_headless_chromium(tmp_path):
+    """The run test's report opened in a browser: its scripts build the page (the DOM names the categories)
+    and the screenshot is not blank."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Chromium is not installed (bash scripts/setup.sh --dev installs Debian's chromium)")
+    if "html" not in REPORT:
+        pytest.skip("the workflow run test did not build the report (run it first, in the same session)")
+    url = REPORT["html"].as_uri()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--window-size=1280,900"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for category in ("Evaluation", "Training"):
+        assert category in dom.stdout, dom.stdout[-3000:]
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert pixels.shape == (900, 1280) and pixels.std() > 10  # drawn, not a blank page
 
 
 def test_a_prior_of_papers_size_splits_into_shard_jobs(workdir):

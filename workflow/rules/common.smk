@@ -151,4 +151,4 @@ def all_targets():
     """The default targets (`all`, in the Snakefile): the body model, its figure and every stage's target
     list. It names functions of rules/helpers/, so the Snakefile calls it after every include."""
     return [body_model_file(), "results/figures/body_model.png", *world_targets(), *partseg_targets(), *parsing_targets(), *prior_targets(), *pack_targets(),
-            *train_targets()]
+            *train_targets(), *evaluate_targets()]
