@@ -144,7 +144,7 @@ def test_rerun_nothing_after_an_unrelated_config_change(work):
 
 
 def test_rerun_after_an_evaluation_setting_change_evaluates_again_only(work):
-    edit_config(work, lambda c: c["evaluation"]["sensitivity"].update(stride=30))  # the maps alone
+    edit_config(work, lambda c: c["evaluation"].setdefault("sensitivity", {}).update(stride=30))  # the maps alone
     assert planned_jobs(work) == {"eval_sensitivity": 3, "all": 1}
     edit_config(work, lambda c: c["evaluation"]["sensitivity"].update(stride=40))
     edit_config(work, lambda c: c["evaluation"].update(demo_splits=["test"], sensitivity={"benchmarks": ["demo_test"]}))
