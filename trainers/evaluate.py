@@ -153,21 +153,24 @@ def summarise(per_row: dict, kind: str) -> dict:
     return out
 
 
+def load_bodies(body_file: str, male: str | None = None, female: str | None = None) -> tuple:
+    """(the networks' body, the ground truth's bodies by gender): neutral is the networks' own."""
+    from pipeline.body.model import BodyModel, load_body_model
+
+    body = BodyModel(load_body_model(body_file))
+    return body, {"neutral": body} | {g: BodyModel(load_body_model(f)) for g, f in (("male", male), ("female", female)) if f}
+
+
 def run(checkpoint: str, annotations: str, images: str, body_file: str, kind: str, gender: str = "neutral",
         male: str | None = None, female: str | None = None, device: str = "auto", batch_size: int = 32,
         workers: int = 0, name: str | None = None) -> tuple[dict, dict]:
     """(the JSON's content, the per-row arrays) of one checkpoint on one benchmark."""
-    from pipeline.body.model import BodyModel, load_body_model
     from pipeline.config import resolve_device
 
     dev = torch.device(resolve_device(device))
     bench = load_benchmark(annotations, images, kind, name=name)
     family, net, resolution = load_regressor(checkpoint)
-    body = BodyModel(load_body_model(body_file))
-    bodies = {"neutral": body}
-    for g, path in (("male", male), ("female", female)):
-        if path is not None:
-            bodies[g] = BodyModel(load_body_model(path))
+    body, bodies = load_bodies(body_file, male, female)
     start = time.perf_counter()
     per_row = evaluate_rows(net, resolution, bench, kind, body, bodies, gender, dev, batch_size, workers)
     seconds = time.perf_counter() - start

@@ -85,10 +85,9 @@ def occlusion_sensitivity(net: torch.nn.Module, resolution: int, bench, kind: st
         gt = ground_truth(sub, row_ids, genders, bodies, device)
         return score_batch(kind, out, gt.get("joints"), gt.get("vertices"), gt.get("s"))
 
-    order = list(range(len(data)))
-    for lo in tqdm(range(0, len(order), samples_per_batch), desc=f"occlusion sensitivity {bench.annotations.name}",
+    for lo in tqdm(range(0, len(data), samples_per_batch), desc=f"occlusion sensitivity {bench.annotations.name}",
                    disable=not progress, mininterval=5):
-        items = [data[k] for k in order[lo:lo + samples_per_batch]]
+        items = [data[k] for k in range(lo, min(lo + samples_per_batch, len(data)))]
         for it in items:
             if not it["ok"]:
                 skipped[it["row"]] = it["problem"]
@@ -133,11 +132,10 @@ def figure(result: dict, path: str, title: str, joint_names: tuple[str, ...]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.body.model import BodyModel, load_body_model
     from pipeline.cli import start_logging
     from pipeline.config import resolve_device
     from trainers.benchmarks import GENDERS, KINDS, load_benchmark
-    from trainers.evaluate import LSP14_NAMES, MPI17_NAMES, load_regressor
+    from trainers.evaluate import LSP14_NAMES, MPI17_NAMES, load_bodies, load_regressor
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -161,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device(resolve_device(args.device))
     bench = load_benchmark(args.annotations, args.images, args.kind, name=args.name)
     family, net, resolution = load_regressor(args.checkpoint)
-    body = BodyModel(load_body_model(args.body))
-    bodies = {"neutral": body} | {g: BodyModel(load_body_model(f)) for g, f in (("male", args.male), ("female", args.female)) if f}
+    body, bodies = load_bodies(args.body, args.male, args.female)
     result = occlusion_sensitivity(net, resolution, bench, args.kind, body, bodies, args.gender, dev,
                                    args.samples or None, args.size, args.stride, args.samples_per_batch)
     names = MPI17_NAMES if KINDS[args.kind].joints == "mpi17" else LSP14_NAMES
