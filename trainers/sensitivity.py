@@ -49,10 +49,12 @@ def occluded_copies(image: torch.Tensor, boxes: list[tuple[int, int, int, int]],
 def occlusion_sensitivity(net: torch.nn.Module, resolution: int, bench, kind: str, body, bodies: dict | None = None,
                           gender: str = "neutral", device="cpu", max_samples: int | None = 32, size: int = 40,
                           stride: int = 40, samples_per_batch: int = 2, per_patch: bool = False,
-                          progress: bool = True) -> dict:
+                          batch_size: int | None = None, progress: bool = True) -> dict:
     """{"rows", "base_per_joint" (S, J), "base_pa_per_joint", "per_joint" (S, n, n, J), "pa_per_joint", "grid",
     "mean_crop" (R, R, 3) uint8, "skipped"}. `size` and `stride` are at 224 px and scale with `resolution`.
-    per_patch: one forward per occluded image (the slow baseline of bench/evaluate.py), same results."""
+    batch_size: the most images per forward (None: the 37 inputs of `samples_per_batch` samples in one; on CPUs
+    a smaller batch is faster, as bench/evaluate.py measures). per_patch: one forward per occluded image (the
+    baseline of bench/evaluate.py, batch_size 1), same results."""
     from tqdm import tqdm
 
     from models.smpl_head import SMPLHead
@@ -75,8 +77,9 @@ def occlusion_sensitivity(net: torch.nn.Module, resolution: int, bench, kind: st
     kept, crops, base, base_pa, maps, pa_maps = [], [], [], [], [], []
 
     def errors(images: torch.Tensor, row_ids: torch.Tensor) -> dict:
-        if per_patch:
-            parts = [errors_of(images[k:k + 1], row_ids[k:k + 1]) for k in range(len(images))]
+        step = 1 if per_patch else batch_size
+        if step and step < len(images):
+            parts = [errors_of(images[k:k + step], row_ids[k:k + step]) for k in range(0, len(images), step)]
             return {key: torch.cat([p[key] for p in parts]) for key in ("per_joint", "pa_per_joint")}
         return errors_of(images, row_ids)
 
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=32, help="the first N scored rows (0: all)")
     p.add_argument("--size", type=int, default=40, help="the square's side at 224 px")
     p.add_argument("--stride", type=int, default=40, help="its step at 224 px")
-    p.add_argument("--samples-per-batch", type=int, default=2, help="samples whose 37 inputs share one forward")
+    p.add_argument("--samples-per-batch", type=int, default=2, help="samples whose 37 inputs are scored together")
+    p.add_argument("--batch-size", type=int, default=0, help="the most images per forward (0: all of those samples)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = p.parse_args(argv)
     start_logging()
@@ -161,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     family, net, resolution = load_regressor(args.checkpoint)
     body, bodies = load_bodies(args.body, args.male, args.female)
     result = occlusion_sensitivity(net, resolution, bench, args.kind, body, bodies, args.gender, dev,
-                                   args.samples or None, args.size, args.stride, args.samples_per_batch)
+                                   args.samples or None, args.size, args.stride, args.samples_per_batch,
+                                   batch_size=args.batch_size or None)
     names = MPI17_NAMES if KINDS[args.kind].joints == "mpi17" else LSP14_NAMES
     for row, reason in result["skipped"].items():
         log.warning("skipped row %d: %s", row, reason)

@@ -61,11 +61,12 @@ rule eval_sensitivity:
         mem_mb=EVAL["mem_mb"],
         runtime=EVAL["runtime"],
         gpu=eval_gpus(),
+        eval_batch=EVAL["batch_size"],
         eval_device=EVAL["device"],
     shell:
         "OMP_NUM_THREADS={threads} python -m trainers.sensitivity {input.checkpoint} {input.annotations} {params.images} "
         "{input.body} {output.maps} {params.settings} --figure {output.figure}{params.inputs} "
-        "--device {resources.eval_device} > {log} 2>&1"
+        "--batch-size {resources.eval_batch} --device {resources.eval_device} > {log} 2>&1"
 
 
 rule eval_table:
