@@ -233,6 +233,12 @@ def test_published_and_own_checkpoints_load_for_evaluation(tmp_path):
     assert family == "hmr" and res == 224
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(loaded(x).rotmat, net.eval()(x).rotmat)
+    # PARE's released .ckpt (Lightning, with pickled config classes our own reader refuses)
+    from test_published_checkpoints import fixture, tensors, write_lightning
+
+    write_lightning(tmp_path / "pare_checkpoint.ckpt", tensors(fixture("pare_checkpoint_keys.txt")), legacy=False)
+    family, loaded, res = load_regressor(tmp_path / "pare_checkpoint.ckpt")
+    assert family == "pare" and res == 224 and not loaded.head.iterative
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError):
         load_regressor(tmp_path / "other.pt")

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -186,6 +187,7 @@ def test_run_builds_body_model_world_and_figures(workdir):
     REPORT["html"] = workdir / "report.html"
     # nothing left to do on a second run
     assert "Nothing to be done" in snakemake("-n", "--cores", "2", "all", cwd=workdir).stdout
+    _published_checkpoint_is_evaluated_beside_the_paper(workdir)
     # growing the train split reruns its last shard, its merge and the figure; nothing else
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["world"]["splits"]["train"]["count"] = 7
@@ -201,6 +203,42 @@ def test_run_builds_body_model_world_and_figures(workdir):
     assert "output: results/partseg/demo_train/shard-0000.npz" in plan and "results/partseg/demo_test/shard" not in plan.split("rule partseg_check")[0]
     assert "output: results/world/demo/shards/train-0001" in plan
     assert "output: results/world/demo/shards/train-0000" not in plan
+
+
+def _published_checkpoint_is_evaluated_beside_the_paper(workdir):
+    """The "reproduce the papers' tables" path, no training: PARE's released .ckpt layout (the official trainer's
+    file; a freshly initialised network in it) configured under evaluation.checkpoints, on a benchmark of kind
+    3dpw (the demo test split's SPIN-format file), lands in the table beside PARE's published 3DPW numbers."""
+    from test_published_checkpoints import fixture, tensors, write_lightning
+
+    from models.pare import PARE
+    from trainers.evaluate import run
+
+    state = tensors(fixture("pare_checkpoint_keys.txt"))
+    torch.manual_seed(0)
+    state.update({f"model.{k}": v for k, v in PARE().state_dict().items()})
+    write_lightning(workdir / "pare_checkpoint.ckpt", state, legacy=False)
+    original = (workdir / "config.yaml").read_text()
+    config = yaml.safe_load(original)
+    config["evaluation"].update({
+        "models": ["pare_released"], "sensitivity": {"enabled": False},
+        "checkpoints": {"pare_released": {"path": "pare_checkpoint.ckpt", "paper": "pare"}},
+        "benchmarks": {"pw3d_like": {"annotations": "results/world/demo/test.npz", "images": "results/world/demo",
+                                     "kind": "3dpw"}}})
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake("--cores", "2", "results/eval/table.csv", cwd=workdir)
+    with open(workdir / "results/eval/table.csv") as f:
+        table = {(r["model"], r["benchmark"]): r for r in csv.DictReader(f)}
+    assert set(table) == {("pare_released", b) for b in ("pw3d_like", "demo_test", "demo_occluded")}
+    row = table[("pare_released", "pw3d_like")]
+    assert row["paper"] == "pare" and (float(row["paper_mpjpe"]), float(row["paper_pa_mpjpe"])) == (82.0, 50.9)
+    assert table[("pare_released", "demo_test")]["paper"] == ""  # the demo splits have no published numbers
+    result = json.loads((workdir / "results/eval/pare_released/pw3d_like.json").read_text())
+    assert result["model"] == "pare" and result["kind"] == "3dpw" and result["scored"] == 3
+    by_hand, _ = run(str(workdir / "pare_checkpoint.ckpt"), str(workdir / "results/world/demo/test.npz"),
+                     str(workdir / "results/world/demo"), str(workdir / "results/body/demo_body.npz"), "3dpw")
+    assert np.isfinite(result["mpjpe"]) and result["mpjpe"] == pytest.approx(by_hand["mpjpe"], rel=1e-4)
+    (workdir / "config.yaml").write_text(original)
 
 
 def test_the_report_renders_in_headless_chromium(tmp_path):

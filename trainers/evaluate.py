@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def load_regressor(path: str | Path) -> tuple[str, torch.nn.Module, int]:
 
     try:
         return load_trained(path)
-    except (ValueError, KeyError, AttributeError, RuntimeError, TypeError) as ours_error:
+    except (ValueError, KeyError, AttributeError, RuntimeError, TypeError, pickle.UnpicklingError) as ours_error:
         raw = checkpoint.read_state_dict(path, what="regressor weights",
                                          source_hint="a PARE .ckpt, a SPIN/DSR .pt or this project's best.pt")
         state, _ = checkpoint.network_state(raw, trainer_extras=pare.TRAINER_EXTRAS + hmr.TRAINER_EXTRAS,
