@@ -8,7 +8,7 @@ baselines, same model, same rows, same run.
   MPJPE and PA-MPJPE (they must agree);
 - occlusion sensitivity: trainers.sensitivity.occlusion_sensitivity scoring the 37 inputs (unoccluded and
   36 occluded copies) of --samples-per-batch samples together, at most a batch size per forward, against
-  one forward per occluded image (per_patch=True).
+  one forward per occluded image (batch_size=1).
   Figures: samples/s of each and the largest difference of their per-joint maps.
 
 The data: --rows JPEG photos with random SMPL rows in 3DPW's SPIN format (imgname, center, scale, pose,
@@ -109,7 +109,7 @@ def main() -> None:
                                      "max_mpjpe_diff_mm": float(np.abs(ours["mpjpe"] - base["mpjpe"]).max()),
                                      "max_pa_mpjpe_diff_mm": float(np.abs(ours["pa_mpjpe"] - base["pa_mpjpe"]).max())}
             patch, patch_s = timed(lambda: occlusion_sensitivity(
-                net, 224, bench, "3dpw", body, device=device, max_samples=args.samples, per_patch=True,
+                net, 224, bench, "3dpw", body, device=device, max_samples=args.samples, batch_size=1,
                 progress=False), device)
             row["sensitivity_positions"] = patch["per_joint"].shape[1] * patch["per_joint"].shape[2]
             row["sensitivity_baseline_samples_per_s"] = round(len(patch["rows"]) / patch_s, 3)

@@ -6,8 +6,8 @@ of the input.
 
 A square of `size` px (at 224 px; scaled with the network's input) slides with `stride` over the crop:
 ceil((224 - 40) / 40) + 1 = 6 positions a side, 36 in all, the window clipped at the border, filled with
-the ImageNet mean (0 after normalisation, PARE's `--pixel 0`). Every position of a sample is one batch
-of inputs (no per-patch forward). The result: per sample, position and joint the error (MPJPE and
+the ImageNet mean (0 after normalisation, PARE's `--pixel 0`). Every position of a sample is scored in
+batches (forwards of at most --batch-size images), not one forward per patch. The result: per sample, position and joint the error (MPJPE and
 PA-MPJPE, mm; the benchmark's protocol), the unoccluded errors, and a figure per model: for each joint
 the mean error map over the samples laid on their mean crop, and the mean over joints.
 """
@@ -48,13 +48,13 @@ def occluded_copies(image: torch.Tensor, boxes: list[tuple[int, int, int, int]],
 @torch.no_grad()
 def occlusion_sensitivity(net: torch.nn.Module, resolution: int, bench, kind: str, body, bodies: dict | None = None,
                           gender: str = "neutral", device="cpu", max_samples: int | None = 32, size: int = 40,
-                          stride: int = 40, samples_per_batch: int = 2, per_patch: bool = False,
-                          batch_size: int | None = None, progress: bool = True) -> dict:
+                          stride: int = 40, samples_per_batch: int = 2, batch_size: int | None = None,
+                          progress: bool = True) -> dict:
     """{"rows", "base_per_joint" (S, J), "base_pa_per_joint", "per_joint" (S, n, n, J), "pa_per_joint", "grid",
     "mean_crop" (R, R, 3) uint8, "skipped"}. `size` and `stride` are at 224 px and scale with `resolution`.
     batch_size: the most images per forward (None: the 37 inputs of `samples_per_batch` samples in one; on CPUs
-    a smaller batch is faster, as bench/evaluate.py measures). per_patch: one forward per occluded image (the
-    baseline of bench/evaluate.py, batch_size 1), same results."""
+    a smaller batch is faster, as bench/evaluate.py measures; 1, one forward per occluded image, is its
+    baseline), same results at any size."""
     from tqdm import tqdm
 
     from models.smpl_head import SMPLHead
@@ -77,9 +77,9 @@ def occlusion_sensitivity(net: torch.nn.Module, resolution: int, bench, kind: st
     kept, crops, base, base_pa, maps, pa_maps = [], [], [], [], [], []
 
     def errors(images: torch.Tensor, row_ids: torch.Tensor) -> dict:
-        step = 1 if per_patch else batch_size
-        if step and step < len(images):
-            parts = [errors_of(images[k:k + step], row_ids[k:k + step]) for k in range(0, len(images), step)]
+        if batch_size and batch_size < len(images):
+            parts = [errors_of(images[k:k + batch_size], row_ids[k:k + batch_size])
+                     for k in range(0, len(images), batch_size)]
             return {key: torch.cat([p[key] for p in parts]) for key in ("per_joint", "pa_per_joint")}
         return errors_of(images, row_ids)
 

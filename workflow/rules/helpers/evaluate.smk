@@ -59,12 +59,11 @@ def _sensitivity_benchmarks():
     demo = {f"{WORLD['dataset']}_{split}" for split in WORLD["splits"]}
     chosen = []
     for name in EVAL["sensitivity"]["benchmarks"]:
-        if name not in EVAL_BENCHMARKS and not WORLD["enabled"] and name in demo:
-            continue
-        if name not in EVAL_BENCHMARKS:
+        if name in EVAL_BENCHMARKS:
+            chosen.append(name)
+        elif WORLD["enabled"] or name not in demo:
             raise ValueError(f"evaluation.sensitivity.benchmarks: {name!r} is not an evaluated benchmark "
                              f"({', '.join(sorted(EVAL_BENCHMARKS)) or 'none'})")
-        chosen.append(name)
     return chosen
 
 
