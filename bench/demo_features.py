@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models import checkpoint  # noqa: E402
 from models.backbones import build_backbone, load_pretrained_backbone  # noqa: E402
 from models.hmr import HMRHead  # noqa: E402
-from models.rotations import axis_angle_to_rotmat, rot6d_to_rotmat  # noqa: E402
+from models.rotations import axis_angle_to_rotmat, mean_rotation, rot6d_to_rotmat  # noqa: E402
 from models.smpl_head import Prediction, SMPLHead  # noqa: E402
 from pipeline.body.model import BodyModel, load_body_model  # noqa: E402
 from trainers.augment import AugmentSettings  # noqa: E402
@@ -148,14 +148,6 @@ def pose_errors(smpl: SMPLHead, rotmat, betas, gt_rotmat, gt_betas) -> dict[str,
     return {k: round(float(e[k].mean()), 1) for k in ("mpjpe", "pa_mpjpe")}
 
 
-def nearest_rotations(m: torch.Tensor) -> torch.Tensor:
-    """The rotation nearest to each 3x3 matrix (SVD, determinant +1)."""
-    u, _, vh = torch.linalg.svd(m)
-    fix = torch.ones(*m.shape[:-2], 3, dtype=m.dtype)
-    fix[..., 2] = torch.det(u @ vh).sign()
-    return u @ torch.diag_embed(fix) @ vh
-
-
 def ridge_rotations(x_train, r_train, x_val) -> tuple[torch.Tensor, float]:
     """Rotation matrices (N, 24, 3, 3) for the validation features from a ridge regression; lambda picked
     on the last fifth of the training rows, then refitted on all of them."""
@@ -170,7 +162,8 @@ def ridge_rotations(x_train, r_train, x_val) -> tuple[torch.Tensor, float]:
     held = {lam: (fit(x_train[:cut], y[:cut], lam)(x_train[cut:]) - y[cut:]).square().mean().item()
             for lam in (1.0, 10.0, 100.0, 1000.0, 10000.0)}
     lam = min(held, key=held.get)
-    return nearest_rotations(fit(x_train, y, lam)(x_val).reshape(-1, 24, 3, 3)), lam
+    matrices = fit(x_train, y, lam)(x_val).reshape(-1, 24, 3, 3)
+    return mean_rotation(matrices[None], dim=0), lam  # the nearest rotation of each (a mean of one)
 
 
 def train_head(x_train, batch, x_val, smpl: SMPLHead, mean, weights: LossWeights, steps: int, seed: int):
