@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models import checkpoint  # noqa: E402
+from models import checkpoint, graphonomy  # noqa: E402
 from models.backbones import build_backbone, load_pretrained_backbone  # noqa: E402
 from models.hmr import HMRHead  # noqa: E402
 from models.rotations import axis_angle_to_rotmat, mean_rotation, rot6d_to_rotmat  # noqa: E402
@@ -114,10 +114,10 @@ def calibrate_batch_norm(net: torch.nn.Module, images: torch.Tensor) -> None:
 
 
 def parser_width(path: Path) -> float:
-    """The demo parser's width multiplier, from its stem's channel count (32 at full width)."""
+    """The demo parser's width multiplier, read from its weights as the parser loader reads it."""
     state = checkpoint.strip_prefix(checkpoint.read_state_dict(path, what="demo parser weights",
                                                                source_hint="results/parsing/weights/demo_parser.pth"))
-    return state["xception_features.conv1.weight"].shape[0] / 32.0
+    return graphonomy.width_of(state)
 
 
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
@@ -140,11 +140,10 @@ def linear_probe(x_train, y_train, x_val, classes: int, seed: int) -> torch.Tens
         return layer(x_val).argmax(1)
 
 
-def pose_errors(smpl: SMPLHead, rotmat, betas, gt_rotmat, gt_betas) -> dict[str, float]:
-    with torch.no_grad():
-        pred = smpl.body(betas=betas, rotmat=rotmat).h36m_joints
-        gt = smpl.body(betas=gt_betas, rotmat=gt_rotmat).h36m_joints
-        e = joint_errors(pred, gt)
+@torch.no_grad()
+def pose_errors(smpl: SMPLHead, rotmat, betas, gt_joints: torch.Tensor) -> dict[str, float]:
+    """Mean MPJPE and PA-MPJPE (mm) of predicted parameters against ground-truth H36M-17 joints."""
+    e = joint_errors(smpl.body(betas=betas, rotmat=rotmat).h36m_joints, gt_joints)
     return {k: round(float(e[k].mean()), 1) for k in ("mpjpe", "pa_mpjpe")}
 
 
@@ -218,12 +217,13 @@ def main(argv: list[str] | None = None) -> dict:
     t_train = torch.tensor([names.index(n) for n in train["template_name"]])
     t_val = torch.tensor([names.index(n) if n in names else -1 for n in val["template_name"]])
     gt_r = {s: axis_angle_to_rotmat(d["pose"].float().reshape(-1, 24, 3)) for s, d in (("train", train), ("val", val))}
-    gt_val = (gt_r["val"], val["betas"].float())
+    with torch.no_grad():
+        gt_val = smpl.body(betas=val["betas"].float(), rotmat=gt_r["val"]).h36m_joints
     mean_pred = MeanPose(mean)(val["image"][:1])
     n = len(val["pose"])
     mean_betas = mean_pred.betas.expand(n, -1)
     baseline = {
-        "mean_pose": pose_errors(smpl, mean_pred.rotmat.expand(n, -1, -1, -1), mean_betas, *gt_val),
+        "mean_pose": pose_errors(smpl, mean_pred.rotmat.expand(n, -1, -1, -1), mean_betas, gt_val),
         "template_commonest": accuracy(torch.full_like(t_val, int(t_train.bincount().argmax())), t_val),
         "yaw_commonest": accuracy(torch.full_like(val["yaw_bin"], int(train["yaw_bin"].bincount().argmax())),
                                   val["yaw_bin"]),
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(t_train)} training and {n} validation rows at {args.resolution} px; baseline (mean pose): "
           f"MPJPE {baseline['mean_pose']['mpjpe']} mm, PA-MPJPE {baseline['mean_pose']['pa_mpjpe']} mm", flush=True)
     train_batch = {k: train[k] for k in BATCH}
+    yaw_features = [torch.stack([d["yaw"].cos(), d["yaw"].sin()], 1) for d in (train, val)]
     figures = {}
     for name in args.backbones:
         t0 = time.time()
@@ -241,9 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             net, _ = build_backbone(BACKBONES[name], width_mult=args.width_mult)
             calibrate_batch_norm(net, train["image"])
-        (maps_train, peak_train), (maps_val, peak_val) = features(net, train["image"]), features(net, val["image"])
-        maps = [maps_train, maps_val]
-        pooled = [torch.cat([maps_train, peak_train], 1), torch.cat([maps_val, peak_val], 1)]
+        pooled_maps = [features(net, d["image"]) for d in (train, val)]
+        maps = [avg for avg, _ in pooled_maps]  # HMR's head input
+        pooled = [torch.cat([avg, peak], 1) for avg, peak in pooled_maps]  # the probes' input
         yaw_pred = linear_probe(pooled[0], train["yaw_bin"], pooled[1], YAW_BINS, args.seed)
         off = (yaw_pred - val["yaw_bin"]).abs()
         off = torch.minimum(off, YAW_BINS - off)
@@ -251,17 +252,16 @@ def main(argv: list[str] | None = None) -> dict:
         row = {
             "channels": maps[0].shape[1],
             "template_accuracy": accuracy(linear_probe(pooled[0], t_train, pooled[1], len(names), args.seed), t_val),
-            "yaw_accuracy": accuracy(off, torch.zeros_like(off)),
+            "yaw_accuracy": accuracy(yaw_pred, val["yaw_bin"]),
             "yaw_within_one_bin": round(float((off <= 1).float().mean()), 3),
-            "ridge": pose_errors(smpl, rotations, mean_betas, *gt_val) | {"lambda": lam},
+            "ridge": pose_errors(smpl, rotations, mean_betas, gt_val) | {"lambda": lam},
         }
-        yaw_features = [torch.stack([d["yaw"].cos(), d["yaw"].sin()], 1) for d in (train, val)]
         for variant, weights, extra in (("head_paper_losses", LossWeights(), False),
                                         ("head_without_3d", LossWeights(keypoints_3d=0.0), False),
                                         ("head_true_yaw", LossWeights(), True)):
             x = [torch.cat([m, y], 1) for m, y in zip(maps, yaw_features)] if extra else maps
             rotmat, betas = train_head(x[0], train_batch, x[1], smpl, mean, weights, args.steps, args.seed)
-            row[variant] = pose_errors(smpl, rotmat, betas, *gt_val)
+            row[variant] = pose_errors(smpl, rotmat, betas, gt_val)
         row["seconds"] = round(time.time() - t0, 1)
         figures[name] = row
         print(f"{name}: {json.dumps(row)}", flush=True)

@@ -421,6 +421,13 @@ WEIGHTS_SOURCE = ("Download Graphonomy's inference.pth (CIHP transfer model) or 
                   "parser on the demo world.")
 
 
+def width_of(state: dict) -> float:
+    """The width multiplier of a Graphonomy state dict (prefix stripped). The widest layer's input (2048
+    channels at width 1) gives it exactly; narrow layers are clamped to at least 4 channels and cannot
+    tell small widths apart."""
+    return state["aspp1.atrous_convolution.weight"].shape[1] / 2048.0
+
+
 def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_softmax: bool = True,
                     source_third_layer: str = "conv2") -> _GraphonomyBase:
     """A Graphonomy model with the weights in `path` loaded strictly. The family is detected from the
@@ -432,9 +439,6 @@ def from_pretrained(path: str | Path, variant: str | None = None, graph2fea_soft
     found = detect_variant(state)
     if variant is not None and variant != found:
         raise ValueError(f"{path} holds the {found} Graphonomy model, but variant {variant!r} was asked for")
-    # the widest layer's input (2048 channels at width 1) gives the multiplier exactly; narrow layers are
-    # clamped to at least 4 channels and cannot tell small widths apart
-    width = state["aspp1.atrous_convolution.weight"].shape[1] / 2048.0
-    model = build(found, width=width, graph2fea_softmax=graph2fea_softmax, source_third_layer=source_third_layer)
+    model = build(found, width=width_of(state), graph2fea_softmax=graph2fea_softmax, source_third_layer=source_third_layer)
     checkpoint.add_missing_bn_counters(model, state)
     return checkpoint.load_strict(model, state, source=path).eval()
